@@ -1,0 +1,263 @@
+// ATen glue for the CPU pooling kernels: argument checks (the one place they live for the
+// real path), memory-format handling, work splitting with at::parallel_for, and the CPU
+// registrations. The arithmetic lives in pool_kernels_impl.h.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <climits>
+#include <functional>
+#include <optional>
+
+#include "../../common/cpu_capability.h"
+#include "pool_kernels.h"
+#include "pool_shape_checks.h"
+
+namespace fastconv {
+namespace pool {
+namespace {
+
+// The SIMD paths track argmax indices in int32 lanes, so a plane of 2^31 or more cells takes
+// the portable kernels, whose indices are int64.
+template <class T>
+const PoolKernels<T>* select_kernels(int64_t plane_cells);
+
+template <>
+const PoolKernels<float>* select_kernels<float>(int64_t plane_cells) {
+  if (plane_cells > INT32_MAX) return pool_kernels_default_float();
+  switch (current_cpu_capability()) {
+    case CpuCapability::AVX512: return pool_kernels_avx512_float();
+    case CpuCapability::AVX2: return pool_kernels_avx2_float();
+    default: return pool_kernels_default_float();
+  }
+}
+
+template <>
+const PoolKernels<double>* select_kernels<double>(int64_t plane_cells) {
+  if (plane_cells > INT32_MAX) return pool_kernels_default_double();
+  switch (current_cpu_capability()) {
+    case CpuCapability::AVX512: return pool_kernels_avx512_double();
+    case CpuCapability::AVX2: return pool_kernels_avx2_double();
+    default: return pool_kernels_default_double();
+  }
+}
+
+// Splits [0, units) so that each task touches at least ~64 KiB, keeping tiny planes from
+// paying a task each.
+void parallel_over(int64_t units, int64_t bytes_per_unit,
+                   const std::function<void(int64_t, int64_t)>& body) {
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, bytes_per_unit));
+  at::parallel_for(0, units, grain, body);
+}
+
+struct Prepared {
+  at::Tensor input;  // 4-D, contiguous in `format`
+  at::MemoryFormat format;
+  bool unbatched;
+};
+
+Prepared prepare_input(const at::Tensor& input) {
+  const bool unbatched = input.dim() == 3;
+  at::Tensor x = unbatched ? input.unsqueeze(0) : input;
+  const at::MemoryFormat format =
+      unbatched ? at::MemoryFormat::Contiguous : x.suggest_memory_format();
+  return {x.contiguous(format), format, unbatched};
+}
+
+at::Tensor finish(const at::Tensor& out, bool unbatched) {
+  return unbatched ? out.squeeze(0) : out;
+}
+
+at::Tensor empty_like_format(at::IntArrayRef sizes, const at::TensorOptions& options,
+                             at::MemoryFormat format) {
+  return at::empty(sizes, options.memory_format(format));
+}
+
+// --------------------------------------------------------------------------- max pooling
+
+std::tuple<at::Tensor, at::Tensor> max_pool2d_impl(const at::Tensor& input, at::IntArrayRef kernel_size,
+                                                   at::IntArrayRef stride, at::IntArrayRef padding,
+                                                   at::IntArrayRef dilation, bool ceil_mode,
+                                                   bool with_indices, const char* op) {
+  const Pool2dParams p = check_max_pool2d(op, input, kernel_size, stride, padding, dilation, ceil_mode);
+  Prepared x = prepare_input(input);
+  at::Tensor out = empty_like_format({p.batch, p.channels, p.out_h, p.out_w}, x.input.options(), x.format);
+  at::Tensor indices;
+  if (with_indices) {
+    indices = empty_like_format({p.batch, p.channels, p.out_h, p.out_w},
+                                x.input.options().dtype(at::kLong), x.format);
+  }
+  AT_DISPATCH_FLOATING_TYPES(x.input.scalar_type(), "max_pool2d_forward_cpu", [&] {
+    const auto* k = select_kernels<scalar_t>(p.in_h * p.in_w);
+    const scalar_t* in = x.input.const_data_ptr<scalar_t>();
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    int64_t* ix = with_indices ? indices.mutable_data_ptr<int64_t>() : nullptr;
+    if (x.format == at::MemoryFormat::ChannelsLast) {
+      const int64_t row_bytes = p.stride_h * p.in_w * p.channels * sizeof(scalar_t);
+      parallel_over(p.batch * p.out_h, row_bytes,
+                    [&](int64_t b, int64_t e) { k->max_fwd_nhwc(in, o, ix, p, b, e); });
+    } else {
+      parallel_over(p.batch * p.channels, p.in_h * p.in_w * sizeof(scalar_t),
+                    [&](int64_t b, int64_t e) { k->max_fwd_nchw(in, o, ix, p, b, e); });
+    }
+  });
+  return {finish(out, x.unbatched), with_indices ? finish(indices, x.unbatched) : indices};
+}
+
+at::Tensor max_pool2d_cpu(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                          at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
+  return std::get<0>(max_pool2d_impl(input, kernel_size, stride, padding, dilation, ceil_mode,
+                                     /*with_indices=*/false, "max_pool2d"));
+}
+
+std::tuple<at::Tensor, at::Tensor> max_pool2d_with_indices_cpu(
+    const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
+  return max_pool2d_impl(input, kernel_size, stride, padding, dilation, ceil_mode,
+                         /*with_indices=*/true, "max_pool2d_with_indices");
+}
+
+at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
+                                   const at::Tensor& indices, at::IntArrayRef kernel_size,
+                                   at::IntArrayRef stride, at::IntArrayRef padding,
+                                   at::IntArrayRef dilation, bool ceil_mode) {
+  const char* op = "max_pool2d_backward";
+  const Pool2dParams p = check_max_pool2d(op, input, kernel_size, stride, padding, dilation, ceil_mode);
+  check_grad_output(op, grad_output, input, p);
+  check_same_shape(op, "indices", indices, grad_output);
+  TORCH_CHECK(indices.scalar_type() == at::kLong, op, ": indices must be int64, got ", indices.scalar_type());
+  Prepared x = prepare_input(input);
+  const at::Tensor go = (x.unbatched ? grad_output.unsqueeze(0) : grad_output).contiguous(x.format);
+  const at::Tensor ix = (x.unbatched ? indices.unsqueeze(0) : indices).contiguous(x.format);
+  at::Tensor grad_input = empty_like_format(x.input.sizes(), x.input.options(), x.format);
+  AT_DISPATCH_FLOATING_TYPES(x.input.scalar_type(), "max_pool2d_backward_cpu", [&] {
+    const auto* k = select_kernels<scalar_t>(p.in_h * p.in_w);
+    const scalar_t* g = go.const_data_ptr<scalar_t>();
+    const int64_t* idx = ix.const_data_ptr<int64_t>();
+    scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
+    if (x.format == at::MemoryFormat::ChannelsLast) {
+      parallel_over(p.batch, p.in_h * p.in_w * p.channels * sizeof(scalar_t),
+                    [&](int64_t b, int64_t e) { k->max_bwd_nhwc(g, idx, gi, p, b, e); });
+    } else {
+      parallel_over(p.batch * p.channels, p.in_h * p.in_w * sizeof(scalar_t),
+                    [&](int64_t b, int64_t e) { k->max_bwd_nchw(g, idx, gi, p, b, e); });
+    }
+  });
+  return finish(grad_input, x.unbatched);
+}
+
+// --------------------------------------------------------------------------- average pooling
+
+at::Tensor avg_pool2d_cpu(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                          at::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
+                          std::optional<int64_t> divisor_override) {
+  const Pool2dParams p = check_avg_pool2d("avg_pool2d", input, kernel_size, stride, padding, ceil_mode,
+                                          count_include_pad, divisor_override);
+  Prepared x = prepare_input(input);
+  at::Tensor out = empty_like_format({p.batch, p.channels, p.out_h, p.out_w}, x.input.options(), x.format);
+  AT_DISPATCH_FLOATING_TYPES(x.input.scalar_type(), "avg_pool2d_forward_cpu", [&] {
+    const auto* k = select_kernels<scalar_t>(p.in_h * p.in_w);
+    const scalar_t* in = x.input.const_data_ptr<scalar_t>();
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    if (x.format == at::MemoryFormat::ChannelsLast) {
+      const int64_t row_bytes = p.stride_h * p.in_w * p.channels * sizeof(scalar_t);
+      parallel_over(p.batch * p.out_h, row_bytes,
+                    [&](int64_t b, int64_t e) { k->avg_fwd_nhwc(in, o, p, b, e); });
+    } else {
+      parallel_over(p.batch * p.channels, p.in_h * p.in_w * sizeof(scalar_t),
+                    [&](int64_t b, int64_t e) { k->avg_fwd_nchw(in, o, p, b, e); });
+    }
+  });
+  return finish(out, x.unbatched);
+}
+
+at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
+                                   at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                   at::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
+                                   std::optional<int64_t> divisor_override) {
+  const char* op = "avg_pool2d_backward";
+  const Pool2dParams p = check_avg_pool2d(op, input, kernel_size, stride, padding, ceil_mode,
+                                          count_include_pad, divisor_override);
+  check_grad_output(op, grad_output, input, p);
+  Prepared x = prepare_input(input);
+  const at::Tensor go = (x.unbatched ? grad_output.unsqueeze(0) : grad_output).contiguous(x.format);
+  at::Tensor grad_input = empty_like_format(x.input.sizes(), x.input.options(), x.format);
+  AT_DISPATCH_FLOATING_TYPES(x.input.scalar_type(), "avg_pool2d_backward_cpu", [&] {
+    const auto* k = select_kernels<scalar_t>(p.in_h * p.in_w);
+    const scalar_t* g = go.const_data_ptr<scalar_t>();
+    scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
+    if (x.format == at::MemoryFormat::ChannelsLast) {
+      parallel_over(p.batch, p.in_h * p.in_w * p.channels * sizeof(scalar_t),
+                    [&](int64_t b, int64_t e) { k->avg_bwd_nhwc(g, gi, p, b, e); });
+    } else {
+      parallel_over(p.batch * p.channels, p.in_h * p.in_w * sizeof(scalar_t),
+                    [&](int64_t b, int64_t e) { k->avg_bwd_nchw(g, gi, p, b, e); });
+    }
+  });
+  return finish(grad_input, x.unbatched);
+}
+
+// --------------------------------------------------------------------------- adaptive average
+
+at::Tensor adaptive_avg_pool2d_cpu(const at::Tensor& input, at::IntArrayRef output_size) {
+  const Pool2dParams p = check_adaptive_avg_pool2d("adaptive_avg_pool2d", input, output_size);
+  Prepared x = prepare_input(input);
+  at::Tensor out = empty_like_format({p.batch, p.channels, p.out_h, p.out_w}, x.input.options(), x.format);
+  if (out.numel() == 0) return finish(out, x.unbatched);
+  AT_DISPATCH_FLOATING_TYPES(x.input.scalar_type(), "adaptive_avg_pool2d_forward_cpu", [&] {
+    const auto* k = select_kernels<scalar_t>(p.in_h * p.in_w);
+    const scalar_t* in = x.input.const_data_ptr<scalar_t>();
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    if (x.format == at::MemoryFormat::ChannelsLast) {
+      parallel_over(p.batch, p.in_h * p.in_w * p.channels * sizeof(scalar_t),
+                    [&](int64_t b, int64_t e) { k->adaptive_avg_fwd_nhwc(in, o, p, b, e); });
+    } else {
+      parallel_over(p.batch * p.channels, p.in_h * p.in_w * sizeof(scalar_t),
+                    [&](int64_t b, int64_t e) { k->adaptive_avg_fwd_nchw(in, o, p, b, e); });
+    }
+  });
+  return finish(out, x.unbatched);
+}
+
+at::Tensor adaptive_avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input) {
+  const char* op = "adaptive_avg_pool2d_backward";
+  TORCH_CHECK(grad_output.dim() == input.dim(), op, ": grad_output must have ", input.dim(),
+              " dimensions like input, got ", grad_output.dim());
+  const int64_t d = grad_output.dim();
+  const Pool2dParams p = check_adaptive_avg_pool2d(
+      op, input, {grad_output.size(d - 2), grad_output.size(d - 1)});
+  check_grad_output(op, grad_output, input, p);
+  Prepared x = prepare_input(input);
+  const at::Tensor go = (x.unbatched ? grad_output.unsqueeze(0) : grad_output).contiguous(x.format);
+  at::Tensor grad_input = empty_like_format(x.input.sizes(), x.input.options(), x.format);
+  if (go.numel() == 0) return finish(grad_input.zero_(), x.unbatched);
+  AT_DISPATCH_FLOATING_TYPES(x.input.scalar_type(), "adaptive_avg_pool2d_backward_cpu", [&] {
+    const auto* k = select_kernels<scalar_t>(p.in_h * p.in_w);
+    const scalar_t* g = go.const_data_ptr<scalar_t>();
+    scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
+    if (x.format == at::MemoryFormat::ChannelsLast) {
+      parallel_over(p.batch, p.in_h * p.in_w * p.channels * sizeof(scalar_t),
+                    [&](int64_t b, int64_t e) { k->adaptive_avg_bwd_nhwc(g, gi, p, b, e); });
+    } else {
+      parallel_over(p.batch * p.channels, p.in_h * p.in_w * sizeof(scalar_t),
+                    [&](int64_t b, int64_t e) { k->adaptive_avg_bwd_nchw(g, gi, p, b, e); });
+    }
+  });
+  return finish(grad_input, x.unbatched);
+}
+
+}  // namespace
+}  // namespace pool
+}  // namespace fastconv
+
+TORCH_LIBRARY_IMPL(fastconv, CPU, m) {
+  using namespace fastconv::pool;
+  m.impl("max_pool2d", &max_pool2d_cpu);
+  m.impl("max_pool2d_with_indices", &max_pool2d_with_indices_cpu);
+  m.impl("max_pool2d_backward", &max_pool2d_backward_cpu);
+  m.impl("avg_pool2d", &avg_pool2d_cpu);
+  m.impl("avg_pool2d_backward", &avg_pool2d_backward_cpu);
+  m.impl("adaptive_avg_pool2d", &adaptive_avg_pool2d_cpu);
+  m.impl("adaptive_avg_pool2d_backward", &adaptive_avg_pool2d_backward_cpu);
+}

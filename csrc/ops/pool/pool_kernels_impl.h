@@ -1,0 +1,553 @@
+// Pooling kernels, written once against the Simd<T> layer and compiled per ISA by
+// pool_kernels_{avx512,avx2,default}.cpp (each defines FASTCONV_CPU_NS and FASTCONV_ISA_NAME).
+//
+// NCHW: a plane is a (H, W) image; vectors run along output columns. Columns whose window
+// is fully inside the input (the interior) take the vector path, with strided loads when the
+// pool stride is > 1; the few border columns take a scalar path with torch's exact bounds.
+// NHWC: vectors run along channels, which are contiguous, so every tap is one plain load.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "../../common/simd.h"
+#include "pool_kernels.h"
+
+namespace fastconv {
+namespace FASTCONV_CPU_NS {
+namespace {
+
+using pool::AvgWindow;
+using pool::MaxWindow;
+using pool::Pool2dParams;
+
+// ---------------------------------------------------------------- max pooling, NCHW
+
+// For a chunk of W output columns and one kernel column kw, the lanes whose tap lies inside
+// the input row: [lo, hi). Interior chunks get [0, n); border chunks (padding, ceil_mode)
+// fewer, and their other lanes are filled instead of loaded. Depends only on the column
+// geometry, so it is tabulated once per call rather than per row and plane.
+struct TapLanes {
+  int32_t lo, hi;
+};
+
+class TapTable {
+ public:
+  TapTable(int64_t out_w, int64_t lanes, int64_t stride, int64_t pad, int64_t kernel,
+           int64_t dilation, int64_t in_w)
+      : kernel_(kernel), chunks_((out_w + lanes - 1) / lanes),
+        taps_(new TapLanes[chunks_ * kernel]), interior_(new bool[chunks_]),
+        roomy_(new bool[chunks_]) {
+    for (int64_t c = 0; c < chunks_; ++c) {
+      const int64_t ow = c * lanes;
+      const int64_t n = out_w - ow < lanes ? out_w - ow : lanes;
+      bool full = true;
+      for (int64_t kw = 0; kw < kernel; ++kw) {
+        const int64_t off = ow * stride - pad + kw * dilation;  // input column of lane 0
+        int64_t lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
+        int64_t hi = off > in_w - 1 ? 0 : (in_w - 1 - off) / stride + 1;
+        if (hi > n) hi = n;
+        if (lo > hi) lo = hi;
+        taps_[c * kernel + kw] = {static_cast<int32_t>(lo), static_cast<int32_t>(hi)};
+        full = full && lo == 0 && hi == n;
+      }
+      interior_[c] = full;
+      // A full vector of stride-s loads reads s * lanes elements from its last tap's start.
+      const int64_t last_tap = ow * stride - pad + (kernel - 1) * dilation;
+      roomy_[c] = full && n == lanes && last_tap + stride * lanes <= in_w;
+    }
+  }
+  ~TapTable() {
+    delete[] taps_;
+    delete[] interior_;
+    delete[] roomy_;
+  }
+  TapTable(const TapTable&) = delete;
+  TapTable& operator=(const TapTable&) = delete;
+  const TapLanes* chunk(int64_t c) const { return taps_ + c * kernel_; }
+  bool interior(int64_t c) const { return interior_[c]; }
+  // Interior, and every tap's full-width load stays inside the row: no masks needed.
+  bool roomy(int64_t c) const { return roomy_[c]; }
+
+ private:
+  int64_t kernel_, chunks_;
+  TapLanes* taps_;
+  bool* interior_;
+  bool* roomy_;
+};
+
+// A strided window reads its kernel rows as interleaved streams that the hardware
+// prefetchers follow poorly (VGG's 2x2/2 pool ran at 4 GB/s from DRAM). Each output row
+// therefore prefetches the input rows that the output row two ahead will add. Rows past the
+// plane are the next plane's first rows (planes are contiguous), which is what comes next;
+// past the tensor, prefetches simply do nothing.
+template <class T>
+FASTCONV_ALWAYS_INLINE void prefetch_rows_for(const T* plane, int64_t oh_ahead, const Pool2dParams& p,
+                                              int64_t dilation_h) {
+  const int64_t last = oh_ahead * p.stride_h - p.pad_h + (p.kernel_h - 1) * dilation_h;
+  const int64_t first = last - (p.stride_h < p.kernel_h ? p.stride_h : p.kernel_h) + 1;
+  const int64_t row_bytes = p.in_w * static_cast<int64_t>(sizeof(T));
+  for (int64_t r = first < 0 ? 0 : first; r <= last; ++r) {
+    const char* row = reinterpret_cast<const char*>(plane + r * p.in_w);
+    for (int64_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(row + off);
+  }
+}
+
+// Folds one tap into the running max (and argmax) of a chunk.
+template <class S, bool kIndices>
+FASTCONV_ALWAYS_INLINE void max_update(typename S::V v, typename S::V& best, typename S::VI& best_i,
+                                       typename S::M& nan_seen, int64_t first_index, int64_t stride) {
+  if (kIndices) {
+    const typename S::M take = S::mor(S::gt(v, best), S::is_nan(v));
+    best = S::blend(take, best, v);
+    best_i = S::iblend(take, best_i, S::iramp(first_index, stride));
+  } else {
+    // max(best, v) keeps a NaN in v but drops a NaN already in best, so NaNs are tracked on
+    // the side and restored at the end.
+    best = S::max(best, v);
+    nan_seen = S::mor(nan_seen, S::is_nan(v));
+  }
+}
+
+// kKW / kSW: compile-time kernel width and stride for the common shapes (2x2/2, 3x3/2,
+// 3x3/1), so the tap loop of the hot chunks unrolls into straight-line loads; 0 means "read
+// from p" (any shape, dilation included).
+template <class T, bool kIndices, int kKW, int kSW>
+void max_fwd_nchw_impl(const T* in, T* out, int64_t* indices, const Pool2dParams& p, int64_t b,
+                       int64_t e) {
+  using S = typename SimdFor<T>::type;
+  const int64_t kernel_w = kKW ? kKW : p.kernel_w, stride_w = kSW ? kSW : p.stride_w;
+  const int64_t dilation_w = kKW ? 1 : p.dilation_w;
+  const int64_t plane_in = p.in_h * p.in_w, plane_out = p.out_h * p.out_w;
+  const TapTable table(p.out_w, S::W, stride_w, p.pad_w, kernel_w, dilation_w, p.in_w);
+  const T neg_inf = -__builtin_inf();
+  for (int64_t plane = b; plane < e; ++plane) {
+    const T* src = in + plane * plane_in;
+    for (int64_t oh = 0; oh < p.out_h; ++oh) {
+      const MaxWindow wh = pool::max_window(oh, p.stride_h, p.pad_h, p.kernel_h, p.dilation_h, p.in_h);
+      T* dst = out + plane * plane_out + oh * p.out_w;
+      int64_t* dst_i = kIndices ? indices + plane * plane_out + oh * p.out_w : nullptr;
+      prefetch_rows_for(src, oh + 2, p, p.dilation_h);
+      for (int64_t ow = 0, c = 0; ow < p.out_w; ow += S::W, ++c) {
+        const int n = static_cast<int>(p.out_w - ow < S::W ? p.out_w - ow : S::W);
+        const int64_t w0 = ow * stride_w - p.pad_w;
+        typename S::V best = S::set1(neg_inf);
+        typename S::M nan_seen = S::no_lanes();
+        typename S::VI best_i{};
+        if (kIndices) best_i = S::iramp(wh.start * p.in_w + w0, stride_w);
+        if (table.roomy(c)) {
+          for (int64_t ih = wh.start; ih < wh.end; ih += p.dilation_h) {
+            const T* row = src + ih * p.in_w + w0;
+            for (int64_t kw = 0; kw < kernel_w; ++kw) {
+              max_update<S, kIndices>(S::load_strided_full(row + kw * dilation_w, stride_w), best,
+                                      best_i, nan_seen, ih * p.in_w + w0 + kw * dilation_w, stride_w);
+            }
+          }
+        } else {
+          const TapLanes* taps = table.chunk(c);
+          const bool interior = table.interior(c);
+          // Lanes whose first in-bounds tap is still ahead. torch's argmax starts at the first
+          // in-bounds tap even when every value is -inf; taking that tap unconditionally
+          // reproduces it. Interior chunks already start with the right index ramp.
+          typename S::M unvisited = interior ? S::no_lanes() : S::range_mask(0, S::W);
+          for (int64_t ih = wh.start; ih < wh.end; ih += p.dilation_h) {
+            const T* row = src + ih * p.in_w + w0;
+            for (int64_t kw = 0; kw < kernel_w; ++kw) {
+              const TapLanes t = taps[kw];
+              if (t.lo >= t.hi) continue;
+              const T* tap = row + kw * dilation_w;
+              const typename S::V v = interior ? S::load_strided_n(tap, stride_w, n)
+                                               : S::load_strided_range(tap, stride_w, t.lo, t.hi, neg_inf);
+              const int64_t first_index = ih * p.in_w + w0 + kw * dilation_w;
+              if (kIndices && !interior) {
+                const typename S::M valid = S::range_mask(t.lo, t.hi);
+                const typename S::M take = S::mor(S::mor(S::gt(v, best), S::is_nan(v)),
+                                                  S::mand(valid, unvisited));
+                unvisited = S::mandnot(unvisited, valid);
+                best = S::blend(take, best, v);
+                best_i = S::iblend(take, best_i, S::iramp(first_index, stride_w));
+              } else {
+                max_update<S, kIndices>(v, best, best_i, nan_seen, first_index, stride_w);
+              }
+            }
+          }
+        }
+        if (!kIndices) best = S::nan_where(nan_seen, best);
+        S::store_n(dst + ow, best, n);
+        if (kIndices) S::store_idx_n(dst_i + ow, best_i, n);
+      }
+    }
+  }
+}
+
+template <class T, bool kIndices>
+void max_fwd_nchw(const T* in, T* out, int64_t* indices, const Pool2dParams& p, int64_t b, int64_t e) {
+  if (p.dilation_w == 1 && p.kernel_w == 2 && p.stride_w == 2) {
+    max_fwd_nchw_impl<T, kIndices, 2, 2>(in, out, indices, p, b, e);
+  } else if (p.dilation_w == 1 && p.kernel_w == 3 && p.stride_w == 2) {
+    max_fwd_nchw_impl<T, kIndices, 3, 2>(in, out, indices, p, b, e);
+  } else if (p.dilation_w == 1 && p.kernel_w == 3 && p.stride_w == 1) {
+    max_fwd_nchw_impl<T, kIndices, 3, 1>(in, out, indices, p, b, e);
+  } else {
+    max_fwd_nchw_impl<T, kIndices, 0, 0>(in, out, indices, p, b, e);
+  }
+}
+
+// ---------------------------------------------------------------- max pooling, NHWC
+
+template <class T, bool kIndices>
+void max_fwd_nhwc(const T* in, T* out, int64_t* indices, const Pool2dParams& p, int64_t b,
+                  int64_t e) {
+  using S = typename SimdFor<T>::type;
+  const int64_t C = p.channels;
+  for (int64_t r = b; r < e; ++r) {
+    const int64_t n = r / p.out_h, oh = r % p.out_h;
+    const MaxWindow wh = pool::max_window(oh, p.stride_h, p.pad_h, p.kernel_h, p.dilation_h, p.in_h);
+    const T* img = in + n * p.in_h * p.in_w * C;
+    for (int64_t ow = 0; ow < p.out_w; ++ow) {
+      const MaxWindow ww = pool::max_window(ow, p.stride_w, p.pad_w, p.kernel_w, p.dilation_w, p.in_w);
+      const int64_t o = (r * p.out_w + ow) * C;
+      const int64_t first = wh.start * p.in_w + ww.start;
+      for (int64_t c = 0; c < C; c += S::W) {
+        const int lanes = static_cast<int>(C - c < S::W ? C - c : S::W);
+        typename S::V best = S::set1(-__builtin_inf());
+        typename S::M nan_seen = S::no_lanes();
+        typename S::VI best_i{};
+        if (kIndices) best_i = S::iramp(first, 0);
+        for (int64_t ih = wh.start; ih < wh.end; ih += p.dilation_h) {
+          for (int64_t iw = ww.start; iw < ww.end; iw += p.dilation_w) {
+            const typename S::V v = S::load_n(img + (ih * p.in_w + iw) * C + c, lanes);
+            if (kIndices) {
+              const typename S::M take = S::mor(S::gt(v, best), S::is_nan(v));
+              best = S::blend(take, best, v);
+              best_i = S::iblend(take, best_i, S::iramp(ih * p.in_w + iw, 0));
+            } else {
+              best = S::max(best, v);
+              nan_seen = S::mor(nan_seen, S::is_nan(v));
+            }
+          }
+        }
+        if (!kIndices) best = S::nan_where(nan_seen, best);
+        S::store_n(out + o + c, best, lanes);
+        if (kIndices) S::store_idx_n(indices + o + c, best_i, lanes);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- max pooling, backward
+
+template <class T>
+void max_bwd_nchw(const T* grad_out, const int64_t* indices, T* grad_in, const Pool2dParams& p,
+                  int64_t b, int64_t e) {
+  const int64_t plane_in = p.in_h * p.in_w, plane_out = p.out_h * p.out_w;
+  for (int64_t plane = b; plane < e; ++plane) {
+    T* gi = grad_in + plane * plane_in;
+    std::memset(gi, 0, sizeof(T) * plane_in);
+    const T* go = grad_out + plane * plane_out;
+    const int64_t* ix = indices + plane * plane_out;
+    for (int64_t i = 0; i < plane_out; ++i) gi[ix[i]] += go[i];
+  }
+}
+
+template <class T>
+void max_bwd_nhwc(const T* grad_out, const int64_t* indices, T* grad_in, const Pool2dParams& p,
+                  int64_t b, int64_t e) {
+  const int64_t C = p.channels;
+  const int64_t img_in = p.in_h * p.in_w * C, img_out = p.out_h * p.out_w * C;
+  for (int64_t n = b; n < e; ++n) {
+    T* gi = grad_in + n * img_in;
+    std::memset(gi, 0, sizeof(T) * img_in);
+    const T* go = grad_out + n * img_out;
+    const int64_t* ix = indices + n * img_out;
+    for (int64_t pix = 0; pix < p.out_h * p.out_w; ++pix) {
+      for (int64_t c = 0; c < C; ++c) gi[ix[pix * C + c] * C + c] += go[pix * C + c];
+    }
+  }
+}
+
+// ---------------------------------------------------------------- average pooling
+
+template <class T>
+FASTCONV_ALWAYS_INLINE T avg_divisor(const Pool2dParams& p, const AvgWindow& wh, const AvgWindow& ww) {
+  return p.divisor_override != 0 ? static_cast<T>(p.divisor_override)
+                                 : static_cast<T>(wh.count * ww.count);
+}
+
+template <class T>
+void avg_fwd_nchw(const T* in, T* out, const Pool2dParams& p, int64_t b, int64_t e) {
+  using S = typename SimdFor<T>::type;
+  const int64_t plane_in = p.in_h * p.in_w, plane_out = p.out_h * p.out_w;
+  const TapTable table(p.out_w, S::W, p.stride_w, p.pad_w, p.kernel_w, 1, p.in_w);
+  // Per-column share of the divisor (the row share is a scalar per output row).
+  const int64_t padded_w = (p.out_w + S::W - 1) / S::W * S::W;
+  T* col_count = new T[padded_w];
+  for (int64_t ow = 0; ow < padded_w; ++ow) {
+    col_count[ow] = ow < p.out_w ? static_cast<T>(pool::avg_window(ow, p.stride_w, p.pad_w, p.kernel_w,
+                                                                   p.in_w, p.count_include_pad).count)
+                                 : T(1);
+  }
+  for (int64_t plane = b; plane < e; ++plane) {
+    const T* src = in + plane * plane_in;
+    for (int64_t oh = 0; oh < p.out_h; ++oh) {
+      const AvgWindow wh = pool::avg_window(oh, p.stride_h, p.pad_h, p.kernel_h, p.in_h, p.count_include_pad);
+      T* dst = out + plane * plane_out + oh * p.out_w;
+      const typename S::V row_count = S::set1(static_cast<T>(wh.count));
+      prefetch_rows_for(src, oh + 2, p, 1);
+      for (int64_t ow = 0, c = 0; ow < p.out_w; ow += S::W, ++c) {
+        const int n = static_cast<int>(p.out_w - ow < S::W ? p.out_w - ow : S::W);
+        const int64_t w0 = ow * p.stride_w - p.pad_w;
+        const TapLanes* taps = table.chunk(c);
+        const bool interior = table.interior(c), roomy = table.roomy(c);
+        typename S::V sum = S::zero();
+        for (int64_t ih = wh.start; ih < wh.end; ++ih) {
+          const T* row = src + ih * p.in_w + w0;
+          for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
+            const TapLanes t = taps[kw];
+            if (t.lo >= t.hi) continue;
+            sum = S::add(sum, roomy      ? S::load_strided_full(row + kw, p.stride_w)
+                              : interior ? S::load_strided_n(row + kw, p.stride_w, n)
+                                         : S::load_strided_range(row + kw, p.stride_w, t.lo, t.hi, T(0)));
+          }
+        }
+        const typename S::V divisor = p.divisor_override != 0
+                                          ? S::set1(static_cast<T>(p.divisor_override))
+                                          : S::mul(row_count, S::load_n(col_count + ow, S::W));
+        S::store_n(dst + ow, S::div(sum, divisor), n);
+      }
+    }
+  }
+  delete[] col_count;
+}
+
+template <class T>
+void avg_fwd_nhwc(const T* in, T* out, const Pool2dParams& p, int64_t b, int64_t e) {
+  using S = typename SimdFor<T>::type;
+  const int64_t C = p.channels;
+  for (int64_t r = b; r < e; ++r) {
+    const int64_t n = r / p.out_h, oh = r % p.out_h;
+    const AvgWindow wh = pool::avg_window(oh, p.stride_h, p.pad_h, p.kernel_h, p.in_h, p.count_include_pad);
+    const T* img = in + n * p.in_h * p.in_w * C;
+    for (int64_t ow = 0; ow < p.out_w; ++ow) {
+      const AvgWindow ww = pool::avg_window(ow, p.stride_w, p.pad_w, p.kernel_w, p.in_w, p.count_include_pad);
+      const typename S::V vdiv = S::set1(avg_divisor<T>(p, wh, ww));
+      T* dst = out + (r * p.out_w + ow) * C;
+      for (int64_t c = 0; c < C; c += S::W) {
+        const int lanes = static_cast<int>(C - c < S::W ? C - c : S::W);
+        typename S::V sum = S::zero();
+        for (int64_t ih = wh.start; ih < wh.end; ++ih)
+          for (int64_t iw = ww.start; iw < ww.end; ++iw)
+            sum = S::add(sum, S::load_n(img + (ih * p.in_w + iw) * C + c, lanes));
+        S::store_n(dst + c, S::div(sum, vdiv), lanes);
+      }
+    }
+  }
+}
+
+// Backward scatters each output gradient over its window. A plane (NCHW) or an image (NHWC)
+// is owned by one thread, so overlapping windows accumulate without atomics.
+template <class T>
+void avg_bwd_nchw(const T* grad_out, T* grad_in, const Pool2dParams& p, int64_t b, int64_t e) {
+  const int64_t plane_in = p.in_h * p.in_w, plane_out = p.out_h * p.out_w;
+  for (int64_t plane = b; plane < e; ++plane) {
+    T* gi = grad_in + plane * plane_in;
+    std::memset(gi, 0, sizeof(T) * plane_in);
+    const T* go = grad_out + plane * plane_out;
+    for (int64_t oh = 0; oh < p.out_h; ++oh) {
+      const AvgWindow wh = pool::avg_window(oh, p.stride_h, p.pad_h, p.kernel_h, p.in_h, p.count_include_pad);
+      for (int64_t ow = 0; ow < p.out_w; ++ow) {
+        const AvgWindow ww = pool::avg_window(ow, p.stride_w, p.pad_w, p.kernel_w, p.in_w, p.count_include_pad);
+        const T g = go[oh * p.out_w + ow] / avg_divisor<T>(p, wh, ww);
+        for (int64_t ih = wh.start; ih < wh.end; ++ih) {
+          T* row = gi + ih * p.in_w;
+          for (int64_t iw = ww.start; iw < ww.end; ++iw) row[iw] += g;
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+void avg_bwd_nhwc(const T* grad_out, T* grad_in, const Pool2dParams& p, int64_t b, int64_t e) {
+  using S = typename SimdFor<T>::type;
+  const int64_t C = p.channels;
+  const int64_t img_in = p.in_h * p.in_w * C, img_out = p.out_h * p.out_w * C;
+  for (int64_t n = b; n < e; ++n) {
+    T* gi = grad_in + n * img_in;
+    std::memset(gi, 0, sizeof(T) * img_in);
+    const T* go = grad_out + n * img_out;
+    for (int64_t oh = 0; oh < p.out_h; ++oh) {
+      const AvgWindow wh = pool::avg_window(oh, p.stride_h, p.pad_h, p.kernel_h, p.in_h, p.count_include_pad);
+      for (int64_t ow = 0; ow < p.out_w; ++ow) {
+        const AvgWindow ww = pool::avg_window(ow, p.stride_w, p.pad_w, p.kernel_w, p.in_w, p.count_include_pad);
+        const typename S::V vdiv = S::set1(avg_divisor<T>(p, wh, ww));
+        const T* g = go + (oh * p.out_w + ow) * C;
+        for (int64_t c = 0; c < C; c += S::W) {
+          const int lanes = static_cast<int>(C - c < S::W ? C - c : S::W);
+          const typename S::V share = S::div(S::load_n(g + c, lanes), vdiv);
+          for (int64_t ih = wh.start; ih < wh.end; ++ih) {
+            for (int64_t iw = ww.start; iw < ww.end; ++iw) {
+              T* dst = gi + (ih * p.in_w + iw) * C + c;
+              S::store_n(dst, S::add(S::load_n(dst, lanes), share), lanes);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- adaptive average pooling
+
+template <class T>
+void adaptive_avg_fwd_nchw(const T* in, T* out, const Pool2dParams& p, int64_t b, int64_t e) {
+  using S = typename SimdFor<T>::type;
+  const int64_t plane_in = p.in_h * p.in_w, plane_out = p.out_h * p.out_w;
+  for (int64_t plane = b; plane < e; ++plane) {
+    const T* src = in + plane * plane_in;
+    T* dst = out + plane * plane_out;
+    if (plane_out == 1) {
+      // Global pooling: one contiguous reduction, vector partial sums.
+      typename S::V acc = S::zero();
+      int64_t i = 0;
+      for (; i + S::W <= plane_in; i += S::W) acc = S::add(acc, S::load_n(src + i, S::W));
+      if (i < plane_in) acc = S::add(acc, S::load_n(src + i, static_cast<int>(plane_in - i)));
+      dst[0] = S::reduce_add(acc) / static_cast<T>(plane_in);
+      continue;
+    }
+    for (int64_t oh = 0; oh < p.out_h; ++oh) {
+      const int64_t h0 = adaptive_start(oh, p.out_h, p.in_h), h1 = adaptive_end(oh, p.out_h, p.in_h);
+      for (int64_t ow = 0; ow < p.out_w; ++ow) {
+        const int64_t w0 = adaptive_start(ow, p.out_w, p.in_w), w1 = adaptive_end(ow, p.out_w, p.in_w);
+        T sum = 0;
+        for (int64_t ih = h0; ih < h1; ++ih)
+          for (int64_t iw = w0; iw < w1; ++iw) sum += src[ih * p.in_w + iw];
+        dst[oh * p.out_w + ow] = sum / static_cast<T>((h1 - h0) * (w1 - w0));
+      }
+    }
+  }
+}
+
+template <class T>
+void adaptive_avg_fwd_nhwc(const T* in, T* out, const Pool2dParams& p, int64_t b, int64_t e) {
+  using S = typename SimdFor<T>::type;
+  const int64_t C = p.channels;
+  for (int64_t n = b; n < e; ++n) {
+    const T* img = in + n * p.in_h * p.in_w * C;
+    for (int64_t oh = 0; oh < p.out_h; ++oh) {
+      const int64_t h0 = adaptive_start(oh, p.out_h, p.in_h), h1 = adaptive_end(oh, p.out_h, p.in_h);
+      for (int64_t ow = 0; ow < p.out_w; ++ow) {
+        const int64_t w0 = adaptive_start(ow, p.out_w, p.in_w), w1 = adaptive_end(ow, p.out_w, p.in_w);
+        const typename S::V vdiv = S::set1(static_cast<T>((h1 - h0) * (w1 - w0)));
+        T* dst = out + ((n * p.out_h + oh) * p.out_w + ow) * C;
+        for (int64_t c = 0; c < C; c += S::W) {
+          const int lanes = static_cast<int>(C - c < S::W ? C - c : S::W);
+          typename S::V sum = S::zero();
+          for (int64_t ih = h0; ih < h1; ++ih)
+            for (int64_t iw = w0; iw < w1; ++iw)
+              sum = S::add(sum, S::load_n(img + (ih * p.in_w + iw) * C + c, lanes));
+          S::store_n(dst + c, S::div(sum, vdiv), lanes);
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+void adaptive_avg_bwd_nchw(const T* grad_out, T* grad_in, const Pool2dParams& p, int64_t b, int64_t e) {
+  const int64_t plane_in = p.in_h * p.in_w, plane_out = p.out_h * p.out_w;
+  for (int64_t plane = b; plane < e; ++plane) {
+    T* gi = grad_in + plane * plane_in;
+    const T* go = grad_out + plane * plane_out;
+    if (plane_out == 1) {
+      // Global pooling: a broadcast fill, no accumulation.
+      const T g = go[0] / static_cast<T>(plane_in);
+      for (int64_t i = 0; i < plane_in; ++i) gi[i] = g;
+      continue;
+    }
+    std::memset(gi, 0, sizeof(T) * plane_in);
+    for (int64_t oh = 0; oh < p.out_h; ++oh) {
+      const int64_t h0 = adaptive_start(oh, p.out_h, p.in_h), h1 = adaptive_end(oh, p.out_h, p.in_h);
+      for (int64_t ow = 0; ow < p.out_w; ++ow) {
+        const int64_t w0 = adaptive_start(ow, p.out_w, p.in_w), w1 = adaptive_end(ow, p.out_w, p.in_w);
+        const T g = go[oh * p.out_w + ow] / static_cast<T>((h1 - h0) * (w1 - w0));
+        for (int64_t ih = h0; ih < h1; ++ih)
+          for (int64_t iw = w0; iw < w1; ++iw) gi[ih * p.in_w + iw] += g;
+      }
+    }
+  }
+}
+
+template <class T>
+void adaptive_avg_bwd_nhwc(const T* grad_out, T* grad_in, const Pool2dParams& p, int64_t b, int64_t e) {
+  using S = typename SimdFor<T>::type;
+  const int64_t C = p.channels;
+  const int64_t img_in = p.in_h * p.in_w * C, img_out = p.out_h * p.out_w * C;
+  for (int64_t n = b; n < e; ++n) {
+    T* gi = grad_in + n * img_in;
+    const T* go = grad_out + n * img_out;
+    const bool global = p.out_h == 1 && p.out_w == 1;
+    if (!global) std::memset(gi, 0, sizeof(T) * img_in);
+    for (int64_t oh = 0; oh < p.out_h; ++oh) {
+      const int64_t h0 = adaptive_start(oh, p.out_h, p.in_h), h1 = adaptive_end(oh, p.out_h, p.in_h);
+      for (int64_t ow = 0; ow < p.out_w; ++ow) {
+        const int64_t w0 = adaptive_start(ow, p.out_w, p.in_w), w1 = adaptive_end(ow, p.out_w, p.in_w);
+        const typename S::V vdiv = S::set1(static_cast<T>((h1 - h0) * (w1 - w0)));
+        const T* g = go + (oh * p.out_w + ow) * C;
+        for (int64_t c = 0; c < C; c += S::W) {
+          const int lanes = static_cast<int>(C - c < S::W ? C - c : S::W);
+          const typename S::V share = S::div(S::load_n(g + c, lanes), vdiv);
+          for (int64_t ih = h0; ih < h1; ++ih) {
+            for (int64_t iw = w0; iw < w1; ++iw) {
+              T* dst = gi + (ih * p.in_w + iw) * C + c;
+              // Adaptive windows may overlap; the global window cannot, so it just stores.
+              S::store_n(dst, global ? share : S::add(S::load_n(dst, lanes), share), lanes);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+void max_fwd_nchw_dispatch(const T* in, T* out, int64_t* idx, const Pool2dParams& p, int64_t b, int64_t e) {
+  if (idx != nullptr) max_fwd_nchw<T, true>(in, out, idx, p, b, e);
+  else max_fwd_nchw<T, false>(in, out, idx, p, b, e);
+}
+
+template <class T>
+void max_fwd_nhwc_dispatch(const T* in, T* out, int64_t* idx, const Pool2dParams& p, int64_t b, int64_t e) {
+  if (idx != nullptr) max_fwd_nhwc<T, true>(in, out, idx, p, b, e);
+  else max_fwd_nhwc<T, false>(in, out, idx, p, b, e);
+}
+
+template <class T>
+const pool::PoolKernels<T>* make_table() {
+  static const pool::PoolKernels<T> table = {
+      &max_fwd_nchw_dispatch<T>, &max_fwd_nhwc_dispatch<T>, &max_bwd_nchw<T>, &max_bwd_nhwc<T>,
+      &avg_fwd_nchw<T>,          &avg_fwd_nhwc<T>,          &avg_bwd_nchw<T>, &avg_bwd_nhwc<T>,
+      &adaptive_avg_fwd_nchw<T>, &adaptive_avg_fwd_nhwc<T>, &adaptive_avg_bwd_nchw<T>,
+      &adaptive_avg_bwd_nhwc<T>,
+  };
+  return &table;
+}
+
+}  // namespace
+}  // namespace FASTCONV_CPU_NS
+}  // namespace fastconv
+
+#define FASTCONV_POOL_CONCAT_(a, b) a##b
+#define FASTCONV_POOL_CONCAT(a, b) FASTCONV_POOL_CONCAT_(a, b)
+
+// Exported entry points, named after the ISA.
+namespace fastconv {
+namespace pool {
+const PoolKernels<float>* FASTCONV_POOL_CONCAT(FASTCONV_POOL_CONCAT(pool_kernels_, FASTCONV_ISA_NAME), _float)() {
+  return FASTCONV_CPU_NS::make_table<float>();
+}
+const PoolKernels<double>* FASTCONV_POOL_CONCAT(FASTCONV_POOL_CONCAT(pool_kernels_, FASTCONV_ISA_NAME), _double)() {
+  return FASTCONV_CPU_NS::make_table<double>();
+}
+}  // namespace pool
+}  // namespace fastconv

@@ -1,0 +1,126 @@
+// Argument validation for the pooling ops, host side (TORCH_CHECK). Every message names the
+// argument and the rule. The rules are torch's, so anything torch.nn.functional rejects is
+// rejected here too, and nothing it accepts is.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+
+#include "pool_math.h"
+
+namespace fastconv {
+namespace pool {
+
+inline void check_pair(const char* op, const char* name, at::IntArrayRef v) {
+  TORCH_CHECK_VALUE(v.size() == 2, op, ": ", name, " must have 2 elements (height, width), got ",
+                    v.size());
+}
+
+inline void check_pool_input(const char* op, const at::Tensor& input) {
+  TORCH_CHECK_VALUE(input.dim() == 3 || input.dim() == 4, op,
+                    ": input must be 3-D (C, H, W) or 4-D (N, C, H, W), got a tensor of shape ",
+                    input.sizes());
+  for (int64_t d = input.dim() - 3; d < input.dim(); ++d) {
+    TORCH_CHECK_VALUE(input.size(d) > 0, op, ": input must have non-zero C, H and W (only N may be 0), got shape ",
+                      input.sizes());
+  }
+  TORCH_CHECK_VALUE(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble, op,
+                    ": input must be float32 or float64, got ", input.scalar_type());
+}
+
+inline Pool2dParams base_params(const at::Tensor& input) {
+  Pool2dParams p;
+  const int64_t d = input.dim();
+  p.batch = d == 4 ? input.size(0) : 1;
+  p.channels = input.size(d - 3);
+  p.in_h = input.size(d - 2);
+  p.in_w = input.size(d - 1);
+  return p;
+}
+
+inline void check_output_size(const char* op, const Pool2dParams& p) {
+  TORCH_CHECK_VALUE(p.out_h >= 1 && p.out_w >= 1, op, ": output size is too small: input ",
+                    p.in_h, "x", p.in_w, " with this kernel_size, stride, padding and dilation gives ",
+                    p.out_h, "x", p.out_w);
+}
+
+inline void check_window(const char* op, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                         at::IntArrayRef padding, at::IntArrayRef dilation) {
+  check_pair(op, "kernel_size", kernel_size);
+  check_pair(op, "stride", stride);
+  check_pair(op, "padding", padding);
+  check_pair(op, "dilation", dilation);
+  for (int i = 0; i < 2; ++i) {
+    TORCH_CHECK_VALUE(kernel_size[i] > 0, op, ": kernel_size must be positive, got ", kernel_size);
+    TORCH_CHECK_VALUE(stride[i] > 0, op, ": stride must be positive, got ", stride);
+    TORCH_CHECK_VALUE(dilation[i] > 0, op, ": dilation must be positive, got ", dilation);
+    TORCH_CHECK_VALUE(padding[i] >= 0, op, ": padding must be non-negative, got ", padding);
+    const int64_t effective = (kernel_size[i] - 1) * dilation[i] + 1;
+    TORCH_CHECK_VALUE(padding[i] <= effective / 2, op,
+                      ": padding must be at most half of the effective kernel size, got padding=",
+                      padding, ", kernel_size=", kernel_size, ", dilation=", dilation);
+  }
+}
+
+inline Pool2dParams check_max_pool2d(const char* op, const at::Tensor& input, at::IntArrayRef kernel_size,
+                                     at::IntArrayRef stride, at::IntArrayRef padding,
+                                     at::IntArrayRef dilation, bool ceil_mode) {
+  check_window(op, kernel_size, stride, padding, dilation);
+  check_pool_input(op, input);
+  Pool2dParams p = base_params(input);
+  p.kernel_h = kernel_size[0]; p.kernel_w = kernel_size[1];
+  p.stride_h = stride[0]; p.stride_w = stride[1];
+  p.pad_h = padding[0]; p.pad_w = padding[1];
+  p.dilation_h = dilation[0]; p.dilation_w = dilation[1];
+  p.out_h = pooling_output_size(p.in_h, p.kernel_h, p.pad_h, p.stride_h, p.dilation_h, ceil_mode);
+  p.out_w = pooling_output_size(p.in_w, p.kernel_w, p.pad_w, p.stride_w, p.dilation_w, ceil_mode);
+  check_output_size(op, p);
+  return p;
+}
+
+inline Pool2dParams check_avg_pool2d(const char* op, const at::Tensor& input, at::IntArrayRef kernel_size,
+                                     at::IntArrayRef stride, at::IntArrayRef padding, bool ceil_mode,
+                                     bool count_include_pad, std::optional<int64_t> divisor_override) {
+  const int64_t ones[2] = {1, 1};
+  Pool2dParams p = check_max_pool2d(op, input, kernel_size, stride, padding, ones, ceil_mode);
+  TORCH_CHECK_VALUE(!divisor_override.has_value() || *divisor_override != 0, op,
+                    ": divisor_override must be non-zero (or None)");
+  p.count_include_pad = count_include_pad;
+  p.divisor_override = divisor_override.value_or(0);
+  return p;
+}
+
+inline Pool2dParams check_adaptive_avg_pool2d(const char* op, const at::Tensor& input,
+                                              at::IntArrayRef output_size) {
+  check_pair(op, "output_size", output_size);
+  TORCH_CHECK_VALUE(output_size[0] >= 0 && output_size[1] >= 0, op,
+                    ": output_size must be non-negative, got ", output_size);
+  check_pool_input(op, input);
+  Pool2dParams p = base_params(input);
+  p.out_h = output_size[0];
+  p.out_w = output_size[1];
+  return p;
+}
+
+inline void check_same_shape(const char* op, const char* name, const at::Tensor& t,
+                             const at::Tensor& like) {
+  TORCH_CHECK_VALUE(t.sizes() == like.sizes(), op, ": ", name, " must have shape ", like.sizes(),
+                    ", got ", t.sizes());
+}
+
+inline void check_grad_output(const char* op, const at::Tensor& grad_output, const at::Tensor& input,
+                              const Pool2dParams& p) {
+  std::vector<int64_t> expected(input.sizes().begin(), input.sizes().end());
+  expected[expected.size() - 2] = p.out_h;
+  expected[expected.size() - 1] = p.out_w;
+  TORCH_CHECK_VALUE(grad_output.sizes() == at::IntArrayRef(expected), op,
+                    ": grad_output must have shape ", at::IntArrayRef(expected), ", got ",
+                    grad_output.sizes());
+  TORCH_CHECK_VALUE(grad_output.scalar_type() == input.scalar_type(), op,
+                    ": grad_output must have the dtype of input (", input.scalar_type(), "), got ",
+                    grad_output.scalar_type());
+}
+
+}  // namespace pool
+}  // namespace fastconv

@@ -1,0 +1,47 @@
+"""fastconv: C++/CUDA-accelerated PyTorch ops for classic CNNs.
+
+    import fastconv
+    y = fastconv.max_pool2d(x, 3, 2)          # same signature and result as F.max_pool2d
+    pool = fastconv.nn.MaxPool2d(3, 2)        # drop-in for torch.nn.MaxPool2d
+
+The ops are also registered with the PyTorch dispatcher as ``torch.ops.fastconv.*`` (with
+autograd and fake kernels, so they work under ``torch.compile``).
+"""
+import os as _os
+
+import torch as _torch  # noqa: F401  (loads libtorch before our extension)
+
+from . import _C  # registers torch.ops.fastconv.* (the schema table lives in the .so)
+
+__version__ = _C.build_info()["version"]
+
+
+def _apply_capability_env():
+    # The C++ side falls back silently on a bad value; a user who set the variable wants to
+    # know it did nothing, so validate it here, once, loudly.
+    name = _os.environ.get("FASTCONV_CPU_CAPABILITY", "")
+    if name:
+        _C.set_cpu_capability(name)
+
+
+_apply_capability_env()
+
+from . import ops  # noqa: E402
+from . import nn  # noqa: E402
+from .ops import *  # noqa: E402,F401,F403
+from .ops import __all__ as _ops_all  # noqa: E402
+
+build_info = _C.build_info
+cpu_capability = _C.cpu_capability
+set_cpu_capability = _C.set_cpu_capability
+
+
+def supported_cpu_capabilities():
+    """SIMD paths this CPU can run, best first (e.g. ``['avx512', 'avx2', 'default']``)."""
+    order = ["avx512", "avx2", "default"]
+    best = _C.detected_cpu_capability()
+    return order[order.index(best):]
+
+
+__all__ = list(_ops_all) + ["nn", "ops", "build_info", "cpu_capability", "set_cpu_capability",
+                            "supported_cpu_capabilities"]

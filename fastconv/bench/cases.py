@@ -1,0 +1,283 @@
+"""Declarative benchmark case table.
+
+Every benchmark is a :class:`Case`: a name, an op family, the input shape, the
+memory layout, the direction (``fwd`` or ``fwd+bwd``), factories that return
+the callable for *ours* (fastconv) and for *torch*, an input factory, and the
+bytes moved and FLOPs used to turn a time into GB/s or GFLOP/s.
+
+The harness knows nothing about pooling: adding a new op family (conv2d, LRN,
+squeeze-excitation, whole models) means appending ``Case`` objects to
+:data:`CASES`, usually through a small expansion helper like
+:func:`pool_cases`. A factory may return any callable taking the inputs
+positionally, including an ``nn.Module``; for ``fwd+bwd`` the harness
+resets the grads of all floating-point inputs and of the module's parameters.
+
+Accounting conventions (also printed in ``benchmarks/README.md``):
+
+* bytes, ``fwd``: every input read once + output written once. This is the
+  minimum traffic any implementation needs; caches may beat it for small
+  tensors, so "% of limit" above 100 is possible for cache-resident shapes.
+* bytes, ``fwd+bwd``: forward bytes + grad_output read + grad_input written
+  (for pooling: ``2 * (in + out)`` elements). Max-pool index tensors and the
+  zero-fill of grad_input are implementation choices and are not counted.
+* FLOPs for pooling: one op per window element, i.e. ``k*k`` per output for
+  max and average pooling (compares and adds alike; the final divide of avg
+  pooling is not counted), ``H*W`` per output for global average pooling.
+  Backward counts the same again (one scatter/accumulate per window element).
+  Pooling is memory-bound, so GB/s is its primary metric.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+LAYOUTS = ("nchw", "channels_last")
+DIRECTIONS = ("fwd", "fwd+bwd")
+METRICS = ("GB/s", "GFLOP/s")
+
+# A factory returns the callable to benchmark; it is called lazily (at run
+# time) so this table can be imported before the extension is built.
+OpFactory = Callable[[], Callable[..., Any]]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark: a single op configuration in one layout and direction.
+
+    Attributes:
+        name: unique id, ``"<base>/<layout>/<direction>"``; ``--filter``
+            matches against it.
+        base: configuration name shared by the layout/direction variants,
+            e.g. ``"alexnet_max3x3s2"``.
+        family: op family used for grouping (``"pool"``, later ``"conv"``...).
+        op: the public op name, e.g. ``"max_pool2d"``.
+        params: human-readable parameters, e.g. ``"k3 s2 p0"``.
+        shape: logical NCHW shape of the primary input.
+        layout: ``"nchw"`` or ``"channels_last"``.
+        direction: ``"fwd"`` or ``"fwd+bwd"``.
+        make_inputs: returns a fresh tuple of input tensors in ``layout``.
+        make_ours: factory returning fastconv's callable.
+        make_torch: factory returning the reference torch callable.
+        nbytes: bytes moved per call (see module docstring).
+        flops: floating-point ops per call (see module docstring).
+        metric: primary throughput metric, ``"GB/s"`` or ``"GFLOP/s"``.
+        tolerance: ``(rtol, atol)`` for the ours-vs-torch sanity check.
+    """
+
+    name: str
+    base: str
+    family: str
+    op: str
+    params: str
+    shape: Tuple[int, ...]
+    layout: str
+    direction: str
+    make_inputs: Callable[[], Tuple[torch.Tensor, ...]] = field(repr=False, compare=False)
+    make_ours: OpFactory = field(repr=False, compare=False)
+    make_torch: OpFactory = field(repr=False, compare=False)
+    nbytes: int = 0
+    flops: int = 0
+    metric: str = "GB/s"
+    tolerance: Tuple[float, float] = (1e-4, 1e-5)
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"{self.name}: layout must be one of {LAYOUTS}")
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"{self.name}: direction must be one of {DIRECTIONS}")
+        if self.metric not in METRICS:
+            raise ValueError(f"{self.name}: metric must be one of {METRICS}")
+        if self.nbytes <= 0:
+            raise ValueError(f"{self.name}: nbytes must be positive")
+
+    @property
+    def group(self) -> str:
+        """Group used for geomean summaries, e.g. ``"pool nchw fwd"``."""
+        return f"{self.family} {self.layout} {self.direction}"
+
+    @property
+    def intensity(self) -> float:
+        """Arithmetic intensity in FLOP/byte."""
+        return self.flops / self.nbytes
+
+
+# ---------------------------------------------------------------------------
+# Helpers shared by families
+# ---------------------------------------------------------------------------
+
+def ours(op_name: str, **kwargs: Any) -> OpFactory:
+    """Factory resolving ``fastconv.<op_name>`` lazily, bound to ``kwargs``.
+
+    Resolution is deferred so that listing cases, ``--load`` and the unit
+    tests work without a built extension; a missing op raises a clear error
+    when the case actually runs.
+    """
+
+    def factory() -> Callable[..., Any]:
+        try:
+            mod = importlib.import_module("fastconv")
+            fn = getattr(mod, op_name)
+        except (ImportError, AttributeError) as exc:
+            raise RuntimeError(
+                f"fastconv.{op_name} is not available ({exc}); "
+                "build the extension first (pip install -e .)"
+            ) from exc
+        return functools.partial(fn, **kwargs) if kwargs else fn
+
+    return factory
+
+
+def reference(fn: Callable[..., Any], **kwargs: Any) -> OpFactory:
+    """Factory for a torch reference callable bound to ``kwargs``."""
+    return lambda: functools.partial(fn, **kwargs) if kwargs else fn
+
+
+def random_input(shape: Sequence[int], layout: str, dtype: torch.dtype = torch.float32,
+                 seed: int = 0) -> Callable[[], Tuple[torch.Tensor, ...]]:
+    """Input factory: one seeded standard-normal tensor in ``layout``."""
+
+    def make() -> Tuple[torch.Tensor, ...]:
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn(tuple(shape), generator=gen, dtype=dtype)
+        if layout == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return (x,)
+
+    return make
+
+
+def meta_output_shape(fn: Callable[..., torch.Tensor], shape: Sequence[int]) -> Tuple[int, ...]:
+    """Output shape of ``fn`` on ``shape`` computed on the meta device (free)."""
+    return tuple(fn(torch.empty(tuple(shape), device="meta")).shape)
+
+
+def _numel(shape: Sequence[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _fmt_params(kernel: int, stride: int, padding: int) -> str:
+    return f"k{kernel} s{stride} p{padding}"
+
+
+# ---------------------------------------------------------------------------
+# Pooling
+# ---------------------------------------------------------------------------
+
+def pool_cases(base: str, op: str, shape: Tuple[int, int, int, int], *,
+               kwargs: Dict[str, Any], window: int, params: str,
+               torch_fn: Callable[..., torch.Tensor],
+               layouts: Sequence[str] = LAYOUTS,
+               directions: Sequence[str] = DIRECTIONS,
+               dtype: torch.dtype = torch.float32) -> List[Case]:
+    """Expand one pooling configuration into its layout x direction cases.
+
+    Args:
+        base: configuration name, e.g. ``"alexnet_max3x3s2"``.
+        op: fastconv op name (``max_pool2d``, ``avg_pool2d``,
+            ``global_avg_pool2d``...).
+        shape: NCHW input shape.
+        kwargs: keyword arguments passed to both sides.
+        window: elements per pooling window (FLOPs per output element).
+        params: human-readable parameter string for tables.
+        torch_fn: torch reference function (called with the same ``kwargs``).
+    """
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    out_shape = meta_output_shape(functools.partial(torch_fn, **kwargs), shape)
+    n_in, n_out = _numel(shape), _numel(out_shape)
+    fwd_flops = n_out * window
+    cases = []
+    for layout in layouts:
+        for direction in directions:
+            if direction == "fwd":
+                nbytes = (n_in + n_out) * itemsize
+                flops = fwd_flops
+            else:
+                # + grad_output read + grad_input written.
+                nbytes = 2 * (n_in + n_out) * itemsize
+                flops = 2 * fwd_flops
+            cases.append(Case(
+                name=f"{base}/{layout}/{direction}", base=base, family="pool",
+                op=op, params=params, shape=tuple(shape), layout=layout,
+                direction=direction,
+                make_inputs=random_input(shape, layout, dtype),
+                make_ours=ours(op, **kwargs),
+                make_torch=reference(torch_fn, **kwargs),
+                nbytes=nbytes, flops=flops, metric="GB/s",
+            ))
+    return cases
+
+
+def _max(base: str, shape: Tuple[int, int, int, int], k: int, s: int, p: int = 0) -> List[Case]:
+    return pool_cases(base, "max_pool2d", shape,
+                      kwargs=dict(kernel_size=k, stride=s, padding=p),
+                      window=k * k, params=_fmt_params(k, s, p), torch_fn=F.max_pool2d)
+
+
+def _avg(base: str, shape: Tuple[int, int, int, int], k: int, s: int, p: int = 0) -> List[Case]:
+    return pool_cases(base, "avg_pool2d", shape,
+                      kwargs=dict(kernel_size=k, stride=s, padding=p),
+                      window=k * k, params=_fmt_params(k, s, p), torch_fn=F.avg_pool2d)
+
+
+def _global_avg(base: str, shape: Tuple[int, int, int, int]) -> List[Case]:
+    # fastconv.global_avg_pool2d(x) takes no extra arguments; torch's
+    # equivalent is adaptive_avg_pool2d(x, 1).
+    return pool_cases(base, "global_avg_pool2d", shape, kwargs={},
+                      window=shape[2] * shape[3], params=f"global {shape[2]}x{shape[3]}",
+                      torch_fn=functools.partial(F.adaptive_avg_pool2d, output_size=1))
+
+
+POOL_CASES: List[Case] = [
+    *_max("alexnet_max3x3s2", (32, 96, 55, 55), k=3, s=2),
+    *_max("vgg_max2x2s2", (8, 64, 224, 224), k=2, s=2),
+    *_max("resnet_max3x3s2p1", (8, 64, 112, 112), k=3, s=2, p=1),
+    *_max("googlenet_max3x3s1p1", (8, 192, 28, 28), k=3, s=1, p=1),
+    *_avg("googlenet_avg3x3s1p1", (8, 192, 28, 28), k=3, s=1, p=1),
+    *_global_avg("resnet50_global_avg7x7", (8, 2048, 7, 7)),
+]
+
+#: The case table. Later families append here (e.g. ``*CONV_CASES``).
+CASES: List[Case] = [
+    *POOL_CASES,
+]
+
+
+def matches(name: str, pattern: Optional[str]) -> bool:
+    """True if ``name`` contains ``pattern`` or matches it as a regex.
+
+    Substring matching comes first so names with regex metacharacters such as
+    ``fwd+bwd`` can be typed literally; an invalid regex is treated as a plain
+    substring. An empty pattern matches everything.
+    """
+    if not pattern or pattern in name:
+        return True
+    try:
+        return re.search(pattern, name) is not None
+    except re.error:
+        return False
+
+
+def select(cases: Sequence[Case], pattern: Optional[str]) -> List[Case]:
+    """Cases whose name :func:`matches` ``pattern``, in table order."""
+    return [c for c in cases if matches(c.name, pattern)]
+
+
+def _check_unique(cases: Sequence[Case]) -> None:
+    seen = set()
+    for c in cases:
+        if c.name in seen:
+            raise ValueError(f"duplicate case name {c.name!r}")
+        seen.add(c.name)
+
+
+_check_unique(CASES)
