@@ -64,10 +64,9 @@ def _window_shape(op, input, kernel_size, stride, padding, dilation, ceil_mode):
             raise ValueError(f"{op}: dilation must be positive, got {list(dilation)}")
         if padding[i] < 0:
             raise ValueError(f"{op}: padding must be non-negative, got {list(padding)}")
-        if padding[i] > ((kernel_size[i] - 1) * dilation[i] + 1) // 2:
-            raise ValueError(f"{op}: padding must be at most half of the effective kernel size, got "
-                             f"padding={list(padding)}, kernel_size={list(kernel_size)}, "
-                             f"dilation={list(dilation)}")
+        if padding[i] > kernel_size[i] // 2:
+            raise ValueError(f"{op}: padding must be at most half of kernel_size, got "
+                             f"padding={list(padding)}, kernel_size={list(kernel_size)}")
     _check_input(op, input)
     h, w = input.shape[-2:]
     oh = _output_size(h, kernel_size[0], padding[0], stride[0], dilation[0], ceil_mode)

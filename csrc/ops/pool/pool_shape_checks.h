@@ -56,10 +56,10 @@ inline void check_window(const char* op, at::IntArrayRef kernel_size, at::IntArr
     TORCH_CHECK_VALUE(stride[i] > 0, op, ": stride must be positive, got ", stride);
     TORCH_CHECK_VALUE(dilation[i] > 0, op, ": dilation must be positive, got ", dilation);
     TORCH_CHECK_VALUE(padding[i] >= 0, op, ": padding must be non-negative, got ", padding);
-    const int64_t effective = (kernel_size[i] - 1) * dilation[i] + 1;
-    TORCH_CHECK_VALUE(padding[i] <= effective / 2, op,
-                      ": padding must be at most half of the effective kernel size, got padding=",
-                      padding, ", kernel_size=", kernel_size, ", dilation=", dilation);
+    // torch's rule counts the undilated kernel, so dilation does not allow more padding.
+    TORCH_CHECK_VALUE(padding[i] <= kernel_size[i] / 2, op,
+                      ": padding must be at most half of kernel_size, got padding=", padding,
+                      ", kernel_size=", kernel_size);
   }
 }
 
