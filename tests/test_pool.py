@@ -81,8 +81,11 @@ def test_max_pool2d_matches_torch(cpu_capability, case, dtype, layout, specials)
 def test_max_pool2d_grad_matches_torch(cpu_capability, case, dtype, layout):
     x = make_input(case, dtype, layout)
     args = (case["kernel_size"], case["stride"], case["padding"], case["dilation"], case["ceil_mode"])
-    _, err = torch_or_error(lambda: F.max_pool2d(x, *args))
+    ref, err = torch_or_error(lambda: F.max_pool2d(x, *args, return_indices=True))
     assume(err is None)
+    # torch's own backward writes through an argmax past the plane (a window wholly in the
+    # padding) unchecked; keep the reference away from that case (tested separately below).
+    assume(ref[1].numel() == 0 or int(ref[1].max()) < x.shape[-2] * x.shape[-1])
     y_ref, g_ref = grad_of(lambda t: F.max_pool2d(t, *args), x)
     y, g = grad_of(lambda t: fastconv.max_pool2d(t, *args), x)
     assert_same_result(y, y_ref, rtol=0, atol=0)
@@ -412,3 +415,24 @@ def test_build_info():
     assert info["version"] == fastconv.__version__
     assert info["cpu_paths_compiled"] == ["avx512", "avx2", "default"]
     assert fastconv.cpu_capability() in fastconv.supported_cpu_capabilities()
+
+
+def test_window_entirely_in_padding(cpu_capability):
+    # Found by fuzzing: with dilation, a window can hold no in-bounds tap at all. torch then
+    # returns -inf with an argmax index past the plane; that index must match torch's and must
+    # not be written through in backward when it lies past the plane (it once corrupted the
+    # heap); inside the plane, torch sends the gradient there, and so do we.
+    for layout in ("nchw", "channels_last"):
+        x = to_layout(torch.randn(2, 5, 5, 1), layout)
+        args = ((4, 2), (4, 4), (0, 1), (2, 3), True)
+        out, idx = fastconv.max_pool2d(x, *args, return_indices=True)
+        ref, ref_idx = F.max_pool2d(x, *args, return_indices=True)
+        assert_same_result(out, ref, rtol=0, atol=0)
+        assert torch.equal(idx, ref_idx)
+        xg = x.clone().requires_grad_(True)
+        fastconv.max_pool2d(xg, *args).backward(torch.ones_like(out))
+        plane = x.shape[-2] * x.shape[-1]
+        valid = ref_idx < plane
+        expected = torch.zeros(2, 5, plane).scatter_add_(
+            -1, torch.where(valid, ref_idx, 0).flatten(-2), valid.to(x.dtype).flatten(-2)).view_as(x)
+        assert_same_result(xg.grad.contiguous(), expected.contiguous())

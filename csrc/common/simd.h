@@ -54,6 +54,9 @@ struct ScalarSimd {
   static VI iadd(VI a, int64_t b) { return a + b; }
   static VI iblend(M m, VI if_false, VI if_true) { return m ? if_true : if_false; }
   static void store_idx_n(int64_t* p, VI v, int) { *p = v; }
+  static VI load_idx_n(const int64_t* p, int) { return *p; }
+  static M ieq(VI a, int64_t b) { return a == b; }
+  static V mask_add(M m, V acc, V x) { return m ? acc + x : acc; }
   static T reduce_add(V v) { return v; }
 };
 
@@ -148,6 +151,15 @@ struct FloatSimd {
     _mm512_mask_storeu_epi64(p, static_cast<__mmask8>(m & 0xFF), lo);
     if (n > 8) _mm512_mask_storeu_epi64(p + 8, static_cast<__mmask8>(m >> 8), hi);
   }
+  // int64 indices (torch's format) narrowed to the int32 lanes of VI; callers guarantee they fit.
+  static VI load_idx_n(const int64_t* p, int n) {
+    const M m = first(n);
+    const __m256i lo = _mm512_cvtepi64_epi32(_mm512_maskz_loadu_epi64(static_cast<__mmask8>(m & 0xFF), p));
+    const __m256i hi = _mm512_cvtepi64_epi32(_mm512_maskz_loadu_epi64(static_cast<__mmask8>(m >> 8), p + 8));
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+  }
+  static M ieq(VI a, int64_t b) { return _mm512_cmpeq_epi32_mask(a, _mm512_set1_epi32(static_cast<int>(b))); }
+  static V mask_add(M m, V acc, V x) { return _mm512_mask_add_ps(acc, m, acc, x); }
   static float reduce_add(V v) { return _mm512_reduce_add_ps(v); }
 };
 
@@ -233,6 +245,20 @@ struct FloatSimd {
                              _mm256_cmpgt_epi64(nn, _mm256_add_epi64(lane, _mm256_set1_epi64x(4))), hi);
     }
   }
+  static VI load_idx_n(const int64_t* p, int n) {
+    const __m256i lane = _mm256_set_epi64x(3, 2, 1, 0);
+    const __m256i nn = _mm256_set1_epi64x(n);
+    const auto* q = reinterpret_cast<const long long*>(p);
+    const __m256i lo = _mm256_maskload_epi64(q, _mm256_cmpgt_epi64(nn, lane));
+    const __m256i hi = _mm256_maskload_epi64(q + 4, _mm256_cmpgt_epi64(nn, _mm256_add_epi64(lane, _mm256_set1_epi64x(4))));
+    // Low 32 bits of each int64, in order: the same deinterleave as stride-2 loads.
+    const __m256 even = _mm256_shuffle_ps(_mm256_castsi256_ps(lo), _mm256_castsi256_ps(hi), 0x88);
+    return _mm256_castpd_si256(_mm256_permute4x64_pd(_mm256_castps_pd(even), 0xD8));
+  }
+  static M ieq(VI a, int64_t b) {
+    return _mm256_castsi256_ps(_mm256_cmpeq_epi32(a, _mm256_set1_epi32(static_cast<int>(b))));
+  }
+  static V mask_add(M m, V acc, V x) { return _mm256_blendv_ps(acc, _mm256_add_ps(acc, x), m); }
   static float reduce_add(V v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));

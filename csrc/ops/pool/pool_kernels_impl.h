@@ -150,6 +150,17 @@ void max_fwd_nchw_impl(const T* in, T* out, int64_t* indices, const Pool2dParams
           // in-bounds tap even when every value is -inf; taking that tap unconditionally
           // reproduces it. Interior chunks already start with the right index ramp.
           typename S::M unvisited = interior ? S::no_lanes() : S::range_mask(0, S::W);
+          if (kIndices && !interior) {
+            // A lane with no in-bounds tap keeps its initial index, which torch sets to the
+            // window start advanced past the padding (even if that is past the row).
+            int64_t start[S::W];
+            for (int j = 0; j < S::W; ++j) {
+              const int64_t col = ow + j < p.out_w ? ow + j : ow;
+              start[j] = wh.start * p.in_w +
+                         pool::max_window(col, stride_w, p.pad_w, kernel_w, dilation_w, p.in_w).start;
+            }
+            best_i = S::load_idx_n(start, S::W);
+          }
           for (int64_t ih = wh.start; ih < wh.end; ih += p.dilation_h) {
             const T* row = src + ih * p.in_w + w0;
             for (int64_t kw = 0; kw < kernel_w; ++kw) {
@@ -246,13 +257,21 @@ void max_bwd_nchw(const T* grad_out, const int64_t* indices, T* grad_in, const P
     std::memset(gi, 0, sizeof(T) * plane_in);
     const T* go = grad_out + plane * plane_out;
     const int64_t* ix = indices + plane * plane_out;
-    for (int64_t i = 0; i < plane_out; ++i) gi[ix[i]] += go[i];
+    // A window that lies wholly in the padding (possible with dilation) has torch's argmax
+    // pointing past the plane; it carries no gradient, and must not be written.
+    for (int64_t i = 0; i < plane_out; ++i) {
+      if (static_cast<uint64_t>(ix[i]) < static_cast<uint64_t>(plane_in)) gi[ix[i]] += go[i];
+    }
   }
 }
 
+// Each output pixel's gradient goes to the argmax tap of its window, per channel. Rather
+// than a scalar scatter per channel, every tap of the window takes a vector of channels
+// with a lane mask "argmax == this tap": contiguous loads and stores only.
 template <class T>
 void max_bwd_nhwc(const T* grad_out, const int64_t* indices, T* grad_in, const Pool2dParams& p,
                   int64_t b, int64_t e) {
+  using S = typename SimdFor<T>::type;
   const int64_t C = p.channels;
   const int64_t img_in = p.in_h * p.in_w * C, img_out = p.out_h * p.out_w * C;
   for (int64_t n = b; n < e; ++n) {
@@ -260,8 +279,33 @@ void max_bwd_nhwc(const T* grad_out, const int64_t* indices, T* grad_in, const P
     std::memset(gi, 0, sizeof(T) * img_in);
     const T* go = grad_out + n * img_out;
     const int64_t* ix = indices + n * img_out;
-    for (int64_t pix = 0; pix < p.out_h * p.out_w; ++pix) {
-      for (int64_t c = 0; c < C; ++c) gi[ix[pix * C + c] * C + c] += go[pix * C + c];
+    for (int64_t oh = 0; oh < p.out_h; ++oh) {
+      const MaxWindow wh = pool::max_window(oh, p.stride_h, p.pad_h, p.kernel_h, p.dilation_h, p.in_h);
+      for (int64_t ow = 0; ow < p.out_w; ++ow) {
+        const MaxWindow ww = pool::max_window(ow, p.stride_w, p.pad_w, p.kernel_w, p.dilation_w, p.in_w);
+        const int64_t o = (oh * p.out_w + ow) * C;
+        if (wh.start >= wh.end || ww.start >= ww.end) {
+          // No in-bounds tap (dilation + padding): torch still sends the gradient to its
+          // argmax index when that lands inside the image, so do the same, bounds-checked.
+          for (int64_t c = 0; c < C; ++c) {
+            const int64_t cell = ix[o + c];
+            if (static_cast<uint64_t>(cell) < static_cast<uint64_t>(p.in_h * p.in_w)) gi[cell * C + c] += go[o + c];
+          }
+          continue;
+        }
+        for (int64_t c = 0; c < C; c += S::W) {
+          const int lanes = static_cast<int>(C - c < S::W ? C - c : S::W);
+          const typename S::V g = S::load_n(go + o + c, lanes);
+          const typename S::VI arg = S::load_idx_n(ix + o + c, lanes);
+          for (int64_t ih = wh.start; ih < wh.end; ih += p.dilation_h) {
+            for (int64_t iw = ww.start; iw < ww.end; iw += p.dilation_w) {
+              const int64_t cell = ih * p.in_w + iw;
+              T* dst = gi + cell * C + c;
+              S::store_n(dst, S::mask_add(S::ieq(arg, cell), S::load_n(dst, lanes), g), lanes);
+            }
+          }
+        }
+      }
     }
   }
 }
@@ -346,25 +390,62 @@ void avg_fwd_nhwc(const T* in, T* out, const Pool2dParams& p, int64_t b, int64_t
 
 // Backward scatters each output gradient over its window. A plane (NCHW) or an image (NHWC)
 // is owned by one thread, so overlapping windows accumulate without atomics.
+// Backward scatters each output gradient (divided by its window's divisor) over its window.
+// Per output row: the scaled gradients of the row, then for every kernel tap one add of that
+// row into the input-gradient row, shifted by the tap: contiguous vector adds at stride 1.
 template <class T>
 void avg_bwd_nchw(const T* grad_out, T* grad_in, const Pool2dParams& p, int64_t b, int64_t e) {
+  using S = typename SimdFor<T>::type;
   const int64_t plane_in = p.in_h * p.in_w, plane_out = p.out_h * p.out_w;
+  const int64_t padded_w = (p.out_w + S::W - 1) / S::W * S::W;
+  T* inv_col = new T[2 * padded_w];  // 1 / column share of the divisor, then the scaled row
+  T* scaled = inv_col + padded_w;
+  for (int64_t ow = 0; ow < padded_w; ++ow) {
+    const int64_t count = ow < p.out_w ? pool::avg_window(ow, p.stride_w, p.pad_w, p.kernel_w, p.in_w,
+                                                          p.count_include_pad).count : 1;
+    inv_col[ow] = T(1) / static_cast<T>(p.divisor_override != 0 ? 1 : count);
+  }
+  // Output columns whose tap kw lands inside the input row: [first, last).
+  int64_t* cols = new int64_t[2 * p.kernel_w];
+  for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
+    const int64_t shift = kw - p.pad_w;  // input column = ow * stride + shift
+    int64_t first = shift >= 0 ? 0 : (-shift + p.stride_w - 1) / p.stride_w;
+    int64_t last = p.in_w - 1 - shift < 0 ? 0 : (p.in_w - 1 - shift) / p.stride_w + 1;
+    if (last > p.out_w) last = p.out_w;
+    cols[2 * kw] = first;
+    cols[2 * kw + 1] = first < last ? last : first;
+  }
   for (int64_t plane = b; plane < e; ++plane) {
     T* gi = grad_in + plane * plane_in;
     std::memset(gi, 0, sizeof(T) * plane_in);
     const T* go = grad_out + plane * plane_out;
     for (int64_t oh = 0; oh < p.out_h; ++oh) {
       const AvgWindow wh = pool::avg_window(oh, p.stride_h, p.pad_h, p.kernel_h, p.in_h, p.count_include_pad);
-      for (int64_t ow = 0; ow < p.out_w; ++ow) {
-        const AvgWindow ww = pool::avg_window(ow, p.stride_w, p.pad_w, p.kernel_w, p.in_w, p.count_include_pad);
-        const T g = go[oh * p.out_w + ow] / avg_divisor<T>(p, wh, ww);
-        for (int64_t ih = wh.start; ih < wh.end; ++ih) {
-          T* row = gi + ih * p.in_w;
-          for (int64_t iw = ww.start; iw < ww.end; ++iw) row[iw] += g;
+      const typename S::V row_div =
+          S::set1(static_cast<T>(p.divisor_override != 0 ? p.divisor_override : wh.count));
+      for (int64_t ow = 0; ow < p.out_w; ow += S::W) {
+        const int n = static_cast<int>(p.out_w - ow < S::W ? p.out_w - ow : S::W);
+        S::store_n(scaled + ow, S::div(S::mul(S::load_n(go + oh * p.out_w + ow, n), S::load_n(inv_col + ow, S::W)), row_div), n);
+      }
+      for (int64_t ih = wh.start; ih < wh.end; ++ih) {
+        T* row = gi + ih * p.in_w;
+        for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
+          const int64_t first = cols[2 * kw], last = cols[2 * kw + 1], shift = kw - p.pad_w;
+          if (p.stride_w == 1) {
+            T* dst = row + shift;
+            for (int64_t j = first; j < last; j += S::W) {
+              const int n = static_cast<int>(last - j < S::W ? last - j : S::W);
+              S::store_n(dst + j, S::add(S::load_n(dst + j, n), S::load_n(scaled + j, n)), n);
+            }
+          } else {
+            for (int64_t j = first; j < last; ++j) row[j * p.stride_w + shift] += scaled[j];
+          }
         }
       }
     }
   }
+  delete[] cols;
+  delete[] inv_col;
 }
 
 template <class T>
@@ -432,6 +513,29 @@ template <class T>
 void adaptive_avg_fwd_nhwc(const T* in, T* out, const Pool2dParams& p, int64_t b, int64_t e) {
   using S = typename SimdFor<T>::type;
   const int64_t C = p.channels;
+  if (p.out_h == 1 && p.out_w == 1) {
+    // Global pooling: stream the image once, pixel by pixel, accumulating all channels in
+    // the output row (it stays in L1), then scale.
+    const int64_t pixels = p.in_h * p.in_w;
+    const typename S::V vdiv = S::set1(static_cast<T>(pixels));
+    for (int64_t n = b; n < e; ++n) {
+      const T* img = in + n * pixels * C;
+      T* dst = out + n * C;
+      for (int64_t c = 0; c < C; c += S::W) S::store_n(dst + c, S::zero(), static_cast<int>(C - c < S::W ? C - c : S::W));
+      for (int64_t pix = 0; pix < pixels; ++pix) {
+        const T* src = img + pix * C;
+        for (int64_t c = 0; c < C; c += S::W) {
+          const int lanes = static_cast<int>(C - c < S::W ? C - c : S::W);
+          S::store_n(dst + c, S::add(S::load_n(dst + c, lanes), S::load_n(src + c, lanes)), lanes);
+        }
+      }
+      for (int64_t c = 0; c < C; c += S::W) {
+        const int lanes = static_cast<int>(C - c < S::W ? C - c : S::W);
+        S::store_n(dst + c, S::div(S::load_n(dst + c, lanes), vdiv), lanes);
+      }
+    }
+    return;
+  }
   for (int64_t n = b; n < e; ++n) {
     const T* img = in + n * p.in_h * p.in_w * C;
     for (int64_t oh = 0; oh < p.out_h; ++oh) {
