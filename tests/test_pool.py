@@ -151,6 +151,7 @@ NETWORK_SHAPES = [  # (shape, kernel, stride, padding): the benchmark layers, sc
     ((1, 64, 224, 224), 2, 2, 0),   # VGG
     ((2, 64, 112, 112), 3, 2, 1),   # ResNet stem
     ((2, 192, 28, 28), 3, 1, 1),    # GoogLeNet
+    ((4, 64, 224, 224), 2, 2, 0),   # outputs over 16 MB: the non-temporal store path
 ]
 
 
@@ -163,6 +164,9 @@ def test_network_shapes(cpu_capability, shape, k, s, p, layout):
     assert_same_result(out, ref, rtol=0, atol=0)
     assert torch.equal(idx, ref_idx)
     assert_same_result(fastconv.avg_pool2d(x, k, s, p), F.avg_pool2d(x, k, s, p))
+    _, g_ref = grad_of(lambda t: F.max_pool2d(t, k, s, p), x)
+    _, g = grad_of(lambda t: fastconv.max_pool2d(t, k, s, p), x)
+    assert_same_result(g, g_ref)
 
 
 def test_nan_propagates_like_torch(cpu_capability):

@@ -7,7 +7,9 @@
 #define FASTCONV_HOST_DEVICE
 #endif
 
-#define FASTCONV_HOST_DEVICE_INLINE FASTCONV_HOST_DEVICE inline
+// static: every translation unit keeps its own copy, so the linker never swaps the portable
+// path's copy for one compiled with AVX-512 flags (an ODR merge of the per-ISA objects).
+#define FASTCONV_HOST_DEVICE_INLINE FASTCONV_HOST_DEVICE static inline
 
 #if defined(__GNUC__)
 #define FASTCONV_ALWAYS_INLINE inline __attribute__((always_inline))

@@ -55,6 +55,9 @@ struct ScalarSimd {
   static VI iblend(M m, VI if_false, VI if_true) { return m ? if_true : if_false; }
   static void store_idx_n(int64_t* p, VI v, int) { *p = v; }
   static VI load_idx_n(const int64_t* p, int) { return *p; }
+  static void stream_n(T* p, V v, int) { *p = v; }
+  static void stream_idx_n(int64_t* p, VI v, int) { *p = v; }
+  static void fence() {}
   static M ieq(VI a, int64_t b) { return a == b; }
   static V mask_add(M m, V acc, V x) { return m ? acc + x : acc; }
   static T reduce_add(V v) { return v; }
@@ -159,6 +162,20 @@ struct FloatSimd {
     return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
   }
   static M ieq(VI a, int64_t b) { return _mm512_cmpeq_epi32_mask(a, _mm512_set1_epi32(static_cast<int>(b))); }
+  // Non-temporal stores for outputs too large to stay in cache: they skip the read-for-
+  // ownership of every written line. Full, aligned vectors only; the rest store normally.
+  static void stream_n(float* p, V v, int n) {
+    if (n == 16 && (reinterpret_cast<uintptr_t>(p) & 63) == 0) _mm512_stream_ps(p, v); else store_n(p, v, n);
+  }
+  static void stream_idx_n(int64_t* p, VI v, int n) {
+    if (n == 16 && (reinterpret_cast<uintptr_t>(p) & 63) == 0) {
+      _mm512_stream_si512(reinterpret_cast<__m512i*>(p), _mm512_cvtepi32_epi64(_mm512_castsi512_si256(v)));
+      _mm512_stream_si512(reinterpret_cast<__m512i*>(p + 8), _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(v, 1)));
+    } else {
+      store_idx_n(p, v, n);
+    }
+  }
+  static void fence() { _mm_sfence(); }
   static V mask_add(M m, V acc, V x) { return _mm512_mask_add_ps(acc, m, acc, x); }
   static float reduce_add(V v) { return _mm512_reduce_add_ps(v); }
 };
@@ -258,6 +275,18 @@ struct FloatSimd {
   static M ieq(VI a, int64_t b) {
     return _mm256_castsi256_ps(_mm256_cmpeq_epi32(a, _mm256_set1_epi32(static_cast<int>(b))));
   }
+  static void stream_n(float* p, V v, int n) {
+    if (n == 8 && (reinterpret_cast<uintptr_t>(p) & 31) == 0) _mm256_stream_ps(p, v); else store_n(p, v, n);
+  }
+  static void stream_idx_n(int64_t* p, VI v, int n) {
+    if (n == 8 && (reinterpret_cast<uintptr_t>(p) & 31) == 0) {
+      _mm256_stream_si256(reinterpret_cast<__m256i*>(p), _mm256_cvtepi32_epi64(_mm256_castsi256_si128(v)));
+      _mm256_stream_si256(reinterpret_cast<__m256i*>(p + 4), _mm256_cvtepi32_epi64(_mm256_extracti128_si256(v, 1)));
+    } else {
+      store_idx_n(p, v, n);
+    }
+  }
+  static void fence() { _mm_sfence(); }
   static V mask_add(M m, V acc, V x) { return _mm256_blendv_ps(acc, _mm256_add_ps(acc, x), m); }
   static float reduce_add(V v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

@@ -7,6 +7,8 @@
 //                 starts at the first in-bounds tap; a tap replaces the best when it is greater
 //                 or NaN (so ties keep the first tap, the last NaN wins, an all -inf window
 //                 points at its first in-bounds tap); indices are h * W + w within the plane.
+//                 A dilated window with no in-bounds tap gives -inf, argmax at its advanced
+//                 start (possibly past the plane; backward then writes nothing for it).
 //   avg pool      divisor = divisor_override, else the window clipped to the padded input
 //                 (count_include_pad) or to the input.
 //   adaptive avg  cell o covers [floor(o * in / out), ceil((o + 1) * in / out)).
@@ -17,8 +19,8 @@
 // as a failure of that case. Outputs start filled with a sentinel, so unwritten cells fail.
 //
 // Also checks pooling_output_size (csrc/common/shape.h) against hand-computed values.
-// Prints one line per failure (first 40) and a final line "N passed, M failed"; exit code 1
-// if anything failed.
+// Prints each failure (the first 40, or all with --all-failures) and a final line
+// "N passed, M failed"; exit code 1 if anything failed.
 #include <setjmp.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -34,6 +36,7 @@
 #include <limits>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "common/cpu_capability.h"
@@ -50,7 +53,7 @@ using fastconv::pool::PoolKernels;
 
 int g_passed = 0;
 int g_failed = 0;
-constexpr int kMaxPrintedFailures = 40;
+int g_max_printed_failures = 40;  // --all-failures: no limit
 
 void record(bool ok, const std::string& name, const std::string& detail = "") {
   if (ok) {
@@ -58,10 +61,10 @@ void record(bool ok, const std::string& name, const std::string& detail = "") {
     return;
   }
   ++g_failed;
-  if (g_failed <= kMaxPrintedFailures) {
+  if (g_max_printed_failures < 0 || g_failed <= g_max_printed_failures) {
     std::printf("FAIL %s\n%s", name.c_str(), detail.c_str());
-  } else if (g_failed == kMaxPrintedFailures + 1) {
-    std::printf("(further failures are counted but not printed)\n");
+  } else if (g_failed == g_max_printed_failures + 1) {
+    std::printf("(further failures are counted but not printed; --all-failures prints them)\n");
   }
   std::fflush(stdout);
 }
@@ -280,10 +283,10 @@ int64_t ref_output_size(int64_t in, int64_t k, int64_t pad, int64_t stride, int6
   return out;
 }
 
-// The arguments the ops accept (pool_shape_checks.h: pad at most half the *effective* kernel
-// (k - 1) * d + 1, non-empty output). torch itself only allows pad <= k / 2, a subset.
+// The arguments the ops accept (pool_shape_checks.h, torch's rule): padding at most half the
+// undilated kernel, non-empty output.
 bool window_valid(const Shape4& in, const Window& w) {
-  if (w.ph > ((w.kh - 1) * w.dh + 1) / 2 || w.pw > ((w.kw - 1) * w.dw + 1) / 2) return false;
+  if (w.ph > w.kh / 2 || w.pw > w.kw / 2) return false;
   return ref_output_size(in.h, w.kh, w.ph, w.sh, w.dh, w.ceil_mode) >= 1 &&
          ref_output_size(in.w, w.kw, w.pw, w.sw, w.dw, w.ceil_mode) >= 1;
 }
@@ -298,14 +301,30 @@ Shape4 pooled_shape(const Shape4& in, const Window& w) {
   std::exit(2);
 }
 
-// Max pooling window taps along one axis: start, start + dil, ... < end.
+// Max pooling window taps along one axis: start, start + dil, ... < end. With dilation the
+// window can hold no in-bounds tap at all (start >= end, e.g. taps at -1 and 2 of a row of 2);
+// torch then outputs -inf with the argmax at the advanced start, start_h * W + start_w, even
+// though that lies outside the window (in a later row, or past the plane).
 void ref_max_axis(int64_t o, int64_t stride, int64_t pad, int64_t k, int64_t dil, int64_t in,
                   int64_t* start, int64_t* end) {
   int64_t s = o * stride - pad;
   *end = std::min(s + (k - 1) * dil + 1, in);
   while (s < 0) s += dil;
   *start = s;
-  if (s >= *end) reference_error("empty max-pool window");
+}
+
+// Whether some output's max window holds no in-bounds tap (along either axis).
+bool has_empty_window(const Shape4& is, const Shape4& os, const Window& w) {
+  int64_t start, end;
+  for (int64_t o = 0; o < os.h; ++o) {
+    ref_max_axis(o, w.sh, w.ph, w.kh, w.dh, is.h, &start, &end);
+    if (start >= end) return true;
+  }
+  for (int64_t o = 0; o < os.w; ++o) {
+    ref_max_axis(o, w.sw, w.pw, w.kw, w.dw, is.w, &start, &end);
+    if (start >= end) return true;
+  }
+  return false;
 }
 
 template <class T>
@@ -333,6 +352,8 @@ void ref_max_fwd(Layout l, const Shape4& is, const Shape4& os, const Window& w, 
         }
 }
 
+// The gradient goes to the argmax cell; an index past the plane (a window wholly in the
+// padding) carries none and must not be written through.
 template <class T>
 void ref_max_bwd(Layout l, const Shape4& is, const Shape4& os, const T* go, const int64_t* idx,
                  double* gi) {
@@ -342,6 +363,7 @@ void ref_max_bwd(Layout l, const Shape4& is, const Shape4& os, const T* go, cons
       for (int64_t oh = 0; oh < os.h; ++oh)
         for (int64_t ow = 0; ow < os.w; ++ow) {
           const int64_t o = offset(l, os, n, c, oh, ow);
+          if (idx[o] < 0 || idx[o] >= is.h * is.w) continue;
           gi[offset(l, is, n, c, idx[o] / is.w, idx[o] % is.w)] += go[o];
         }
 }
@@ -495,7 +517,10 @@ template <> const char* dtype_name<float>() { return "float"; }
 template <> const char* dtype_name<double>() { return "double"; }
 
 Pool2dParams make_params(const Shape4& is, const Shape4& os, const Window& w) {
+  // Every other case writes with non-temporal stores, the path big tensors take.
+  static int64_t calls = 0;
   Pool2dParams p;
+  p.stream_output = (calls++ % 2) == 1;
   p.batch = is.n;
   p.channels = is.c;
   p.in_h = is.h;
@@ -575,13 +600,22 @@ void test_max_pool(const PoolKernels<T>* kt, const Case& k, const Shape4& is, co
     idx.make_read_only();
     std::vector<double> want_gi(is.numel());
     ref_max_bwd(l, is, os, go.data(), idx.data(), want_gi.data());
-    GuardedBuffer<T> gi(is.numel(), k.align);
-    gi.fill(sentinel<T>());
-    auto bwd = l == Layout::NCHW ? kt->max_bwd_nchw : kt->max_bwd_nhwc;
-    const int64_t units = l == Layout::NCHW ? is.n * is.c : is.n;
-    const int sig = run_sliced(units, [&](int64_t b, int64_t e) { bwd(go.data(), idx.data(), gi.data(), p, b, e); });
-    const std::string d = sig ? fault_detail(sig) : diff_close(gi.data(), want_gi.data(), l, is);
-    record(d.empty(), describe(k.isa, dtype_name<T>(), "max_bwd", k, is, w) + " data=" + data_name(data), d);
+    using BwdFn = void (*)(const T*, const int64_t*, T*, const Pool2dParams&, int64_t, int64_t);
+    auto check = [&](const char* op, BwdFn bwd, int64_t units) {
+      GuardedBuffer<T> gi(is.numel(), k.align);
+      gi.fill(sentinel<T>());
+      const int sig = run_sliced(units, [&](int64_t b, int64_t e) { bwd(go.data(), idx.data(), gi.data(), p, b, e); });
+      const std::string d = sig ? fault_detail(sig) : diff_close(gi.data(), want_gi.data(), l, is);
+      record(d.empty(), describe(k.isa, dtype_name<T>(), op, k, is, w) + " data=" + data_name(data), d);
+    };
+    if (l == Layout::NCHW) {
+      check("max_bwd", kt->max_bwd_nchw, is.n * is.c);
+    } else {
+      // The gather kernel (sliced over input rows) needs every window non-empty; the scatter
+      // kernel (sliced over images) takes every shape.
+      if (!has_empty_window(is, os, w)) check("max_bwd", kt->max_bwd_nhwc, is.n * is.h);
+      check("max_bwd_scatter", kt->max_bwd_nhwc_scatter, is.n);
+    }
   }
 }
 
@@ -620,7 +654,8 @@ void test_avg_pool(const PoolKernels<T>* kt, const Case& k, const Shape4& is, co
     GuardedBuffer<T> gi(is.numel(), k.align);
     gi.fill(sentinel<T>());
     auto bwd = l == Layout::NCHW ? kt->avg_bwd_nchw : kt->avg_bwd_nhwc;
-    const int64_t units = l == Layout::NCHW ? is.n * is.c : is.n;
+    const int64_t nhwc_units = is.n * is.h;
+    const int64_t units = l == Layout::NCHW ? is.n * is.c : nhwc_units;
     const int sig = run_sliced(units, [&](int64_t b, int64_t e) { bwd(go.data(), gi.data(), p, b, e); });
     const std::string d = sig ? fault_detail(sig) : diff_close(gi.data(), want.data(), l, is);
     record(d.empty(), describe(k.isa, dtype_name<T>(), "avg_bwd", k, is, w) + extra.str(), d);
@@ -689,9 +724,9 @@ const PoolShape kPoolShapes[] = {
     {{1, 4, 5, 33}, 3, 3, 1, 1, 1, 1, 1, 1},       // 3x3/1, width 33
     {{2, 3, 11, 40}, 2, 3, 3, 4, 1, 1, 1, 1},      // stride > kernel
     {{1, 3, 9, 45}, 3, 2, 2, 5, 1, 1, 1, 1},       // stride 5 > kernel 2 (gathers)
-    {{1, 2, 10, 50}, 3, 3, 2, 3, 1, 2, 2, 2},      // dilation 2
+    {{1, 2, 10, 50}, 3, 3, 2, 3, 1, 1, 2, 2},      // dilation 2
     {{1, 2, 9, 29}, 3, 3, 3, 3, 1, 1, 2, 2},       // dilation 2, stride 3
-    {{1, 2, 7, 37}, 2, 3, 1, 1, 0, 2, 1, 3},       // dilation 3 along W only
+    {{1, 2, 7, 37}, 2, 3, 1, 1, 0, 1, 1, 3},       // dilation 3 along W only
     {{1, 3, 6, 1}, 3, 1, 1, 1, 1, 0, 1, 1},        // width 1
     {{2, 3, 6, 1}, 2, 1, 2, 1, 0, 0, 1, 1},        // width 1, stride 2
     {{1, 1, 1, 1}, 1, 1, 1, 1, 0, 0, 1, 1},        // 1x1
@@ -713,6 +748,11 @@ const PoolShape kPoolShapes[] = {
     {{1, 3, 7, 23}, 1, 3, 1, 1, 0, 1, 1, 1},       // 1x3 kernel
     {{1, 2, 6, 48}, 2, 2, 1, 1, 0, 0, 1, 1},       // 2x2/1
     {{1, 2, 3, 17}, 4, 4, 2, 2, 0, 0, 1, 1},       // ceil_mode window past the input
+    // Max-pool windows with no in-bounds tap (dilation straddling the input):
+    {{2, 5, 5, 1}, 4, 2, 4, 4, 0, 1, 2, 3},        //   empty along W: argmax wraps into a later row
+    {{1, 3, 4, 2}, 2, 2, 1, 1, 0, 1, 1, 3},        //   argmax in the next row, inside the plane
+    {{1, 2, 2, 5}, 2, 2, 1, 1, 1, 0, 3, 1},        //   empty along H: argmax past the plane
+    {{1, 17, 2, 2}, 2, 2, 1, 1, 1, 1, 3, 3},       //   empty along both, C=17
 };
 
 struct AdaptiveShape {
@@ -841,7 +881,15 @@ void test_output_size() {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--all-failures") == 0) {
+      g_max_printed_failures = -1;
+    } else {
+      std::printf("usage: %s [--all-failures]\n", argv[0]);
+      return 2;
+    }
+  }
   install_fault_handlers();
   const auto t0 = std::chrono::steady_clock::now();
   const CpuCapability best = fastconv::detected_cpu_capability();

@@ -74,20 +74,31 @@ at::Tensor empty_like_format(at::IntArrayRef sizes, const at::TensorOptions& opt
   return at::empty(sizes, options.memory_format(format));
 }
 
+// Outputs larger than this are written with non-temporal stores: well past the L2 of any
+// core and half this machine's L3, they would be evicted before anyone reads them, and
+// skipping the read-for-ownership saves a third of the memory traffic of a pooling pass.
+constexpr int64_t kStreamingBytes = int64_t(16) << 20;
+
+Pool2dParams with_streaming(Pool2dParams p, int64_t output_bytes) {
+  p.stream_output = output_bytes >= kStreamingBytes;
+  return p;
+}
+
 // --------------------------------------------------------------------------- max pooling
 
 std::tuple<at::Tensor, at::Tensor> max_pool2d_impl(const at::Tensor& input, at::IntArrayRef kernel_size,
                                                    at::IntArrayRef stride, at::IntArrayRef padding,
                                                    at::IntArrayRef dilation, bool ceil_mode,
                                                    bool with_indices, const char* op) {
-  const Pool2dParams p = check_max_pool2d(op, input, kernel_size, stride, padding, dilation, ceil_mode);
+  const Pool2dParams p0 = check_max_pool2d(op, input, kernel_size, stride, padding, dilation, ceil_mode);
   Prepared x = prepare_input(input);
-  at::Tensor out = empty_like_format({p.batch, p.channels, p.out_h, p.out_w}, x.input.options(), x.format);
+  at::Tensor out = empty_like_format({p0.batch, p0.channels, p0.out_h, p0.out_w}, x.input.options(), x.format);
   at::Tensor indices;
   if (with_indices) {
-    indices = empty_like_format({p.batch, p.channels, p.out_h, p.out_w},
+    indices = empty_like_format({p0.batch, p0.channels, p0.out_h, p0.out_w},
                                 x.input.options().dtype(at::kLong), x.format);
   }
+  const Pool2dParams p = with_streaming(p0, out.nbytes() + (with_indices ? indices.nbytes() : 0));
   AT_DISPATCH_FLOATING_TYPES(x.input.scalar_type(), "max_pool2d_forward_cpu", [&] {
     const auto* k = select_kernels<scalar_t>(p.in_h * p.in_w);
     const scalar_t* in = x.input.const_data_ptr<scalar_t>();
@@ -123,21 +134,25 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
                                    at::IntArrayRef stride, at::IntArrayRef padding,
                                    at::IntArrayRef dilation, bool ceil_mode) {
   const char* op = "max_pool2d_backward";
-  const Pool2dParams p = check_max_pool2d(op, input, kernel_size, stride, padding, dilation, ceil_mode);
-  check_grad_output(op, grad_output, input, p);
+  const Pool2dParams p0 = check_max_pool2d(op, input, kernel_size, stride, padding, dilation, ceil_mode);
+  check_grad_output(op, grad_output, input, p0);
   check_same_shape(op, "indices", indices, grad_output);
   TORCH_CHECK(indices.scalar_type() == at::kLong, op, ": indices must be int64, got ", indices.scalar_type());
   Prepared x = prepare_input(input);
   const at::Tensor go = (x.unbatched ? grad_output.unsqueeze(0) : grad_output).contiguous(x.format);
   const at::Tensor ix = (x.unbatched ? indices.unsqueeze(0) : indices).contiguous(x.format);
   at::Tensor grad_input = empty_like_format(x.input.sizes(), x.input.options(), x.format);
+  const Pool2dParams p = with_streaming(p0, grad_input.nbytes());
   AT_DISPATCH_FLOATING_TYPES(x.input.scalar_type(), "max_pool2d_backward_cpu", [&] {
     const auto* k = select_kernels<scalar_t>(p.in_h * p.in_w);
     const scalar_t* g = go.const_data_ptr<scalar_t>();
     const int64_t* idx = ix.const_data_ptr<int64_t>();
     scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
-    if (x.format == at::MemoryFormat::ChannelsLast) {
+    if (x.format == at::MemoryFormat::ChannelsLast && has_empty_max_window(p)) {
       parallel_over(p.batch, p.in_h * p.in_w * p.channels * sizeof(scalar_t),
+                    [&](int64_t b, int64_t e) { k->max_bwd_nhwc_scatter(g, idx, gi, p, b, e); });
+    } else if (x.format == at::MemoryFormat::ChannelsLast) {
+      parallel_over(p.batch * p.in_h, p.in_w * p.channels * sizeof(scalar_t),
                     [&](int64_t b, int64_t e) { k->max_bwd_nhwc(g, idx, gi, p, b, e); });
     } else {
       parallel_over(p.batch * p.channels, p.in_h * p.in_w * sizeof(scalar_t),
@@ -152,10 +167,11 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
 at::Tensor avg_pool2d_cpu(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                           at::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
                           std::optional<int64_t> divisor_override) {
-  const Pool2dParams p = check_avg_pool2d("avg_pool2d", input, kernel_size, stride, padding, ceil_mode,
-                                          count_include_pad, divisor_override);
+  const Pool2dParams p0 = check_avg_pool2d("avg_pool2d", input, kernel_size, stride, padding, ceil_mode,
+                                           count_include_pad, divisor_override);
   Prepared x = prepare_input(input);
-  at::Tensor out = empty_like_format({p.batch, p.channels, p.out_h, p.out_w}, x.input.options(), x.format);
+  at::Tensor out = empty_like_format({p0.batch, p0.channels, p0.out_h, p0.out_w}, x.input.options(), x.format);
+  const Pool2dParams p = with_streaming(p0, out.nbytes());
   AT_DISPATCH_FLOATING_TYPES(x.input.scalar_type(), "avg_pool2d_forward_cpu", [&] {
     const auto* k = select_kernels<scalar_t>(p.in_h * p.in_w);
     const scalar_t* in = x.input.const_data_ptr<scalar_t>();
@@ -177,18 +193,19 @@ at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
                                    at::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
                                    std::optional<int64_t> divisor_override) {
   const char* op = "avg_pool2d_backward";
-  const Pool2dParams p = check_avg_pool2d(op, input, kernel_size, stride, padding, ceil_mode,
-                                          count_include_pad, divisor_override);
-  check_grad_output(op, grad_output, input, p);
+  const Pool2dParams p0 = check_avg_pool2d(op, input, kernel_size, stride, padding, ceil_mode,
+                                           count_include_pad, divisor_override);
+  check_grad_output(op, grad_output, input, p0);
   Prepared x = prepare_input(input);
   const at::Tensor go = (x.unbatched ? grad_output.unsqueeze(0) : grad_output).contiguous(x.format);
   at::Tensor grad_input = empty_like_format(x.input.sizes(), x.input.options(), x.format);
+  const Pool2dParams p = with_streaming(p0, grad_input.nbytes());
   AT_DISPATCH_FLOATING_TYPES(x.input.scalar_type(), "avg_pool2d_backward_cpu", [&] {
     const auto* k = select_kernels<scalar_t>(p.in_h * p.in_w);
     const scalar_t* g = go.const_data_ptr<scalar_t>();
     scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
     if (x.format == at::MemoryFormat::ChannelsLast) {
-      parallel_over(p.batch, p.in_h * p.in_w * p.channels * sizeof(scalar_t),
+      parallel_over(p.batch * p.in_h, p.in_w * p.channels * sizeof(scalar_t),
                     [&](int64_t b, int64_t e) { k->avg_bwd_nhwc(g, gi, p, b, e); });
     } else {
       parallel_over(p.batch * p.channels, p.in_h * p.in_w * sizeof(scalar_t),

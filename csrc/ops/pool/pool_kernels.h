@@ -21,8 +21,12 @@ struct PoolKernels {
                        int64_t row_begin, int64_t row_end);
   void (*max_bwd_nchw)(const T* grad_out, const int64_t* indices, T* grad_in,
                        const Pool2dParams& p, int64_t plane_begin, int64_t plane_end);
+  // Gather form over input rows of the batch (row r = (n, ih)); needs every window non-empty.
   void (*max_bwd_nhwc)(const T* grad_out, const int64_t* indices, T* grad_in,
-                       const Pool2dParams& p, int64_t image_begin, int64_t image_end);
+                       const Pool2dParams& p, int64_t row_begin, int64_t row_end);
+  // Scatter form over images, for shapes with empty windows (padding + dilation).
+  void (*max_bwd_nhwc_scatter)(const T* grad_out, const int64_t* indices, T* grad_in,
+                               const Pool2dParams& p, int64_t image_begin, int64_t image_end);
 
   void (*avg_fwd_nchw)(const T* in, T* out, const Pool2dParams& p, int64_t plane_begin,
                        int64_t plane_end);
@@ -30,8 +34,9 @@ struct PoolKernels {
                        int64_t row_end);
   void (*avg_bwd_nchw)(const T* grad_out, T* grad_in, const Pool2dParams& p,
                        int64_t plane_begin, int64_t plane_end);
+  // Gather form over input rows of the batch (row r = (n, ih)).
   void (*avg_bwd_nhwc)(const T* grad_out, T* grad_in, const Pool2dParams& p,
-                       int64_t image_begin, int64_t image_end);
+                       int64_t row_begin, int64_t row_end);
 
   // Adaptive average pooling (kernel/stride/pad fields unused; out_h/out_w are the target).
   void (*adaptive_avg_fwd_nchw)(const T* in, T* out, const Pool2dParams& p,

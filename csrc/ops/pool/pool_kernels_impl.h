@@ -21,6 +21,22 @@ using pool::AvgWindow;
 using pool::MaxWindow;
 using pool::Pool2dParams;
 
+// ---------------------------------------------------------------- stores
+
+template <class S, class T>
+FASTCONV_ALWAYS_INLINE void put(const Pool2dParams& p, T* dst, typename S::V v, int n) {
+  if (p.stream_output) S::stream_n(dst, v, n); else S::store_n(dst, v, n);
+}
+template <class S>
+FASTCONV_ALWAYS_INLINE void put_idx(const Pool2dParams& p, int64_t* dst, typename S::VI v, int n) {
+  if (p.stream_output) S::stream_idx_n(dst, v, n); else S::store_idx_n(dst, v, n);
+}
+// Non-temporal stores are weakly ordered: fence before the slice is reported done.
+template <class S>
+FASTCONV_ALWAYS_INLINE void finish_stores(const Pool2dParams& p) {
+  if (p.stream_output) S::fence();
+}
+
 // ---------------------------------------------------------------- max pooling, NCHW
 
 // For a chunk of W output columns and one kernel column kw, the lanes whose tap lies inside
@@ -81,14 +97,32 @@ class TapTable {
 // therefore prefetches the input rows that the output row two ahead will add. Rows past the
 // plane are the next plane's first rows (planes are contiguous), which is what comes next;
 // past the tensor, prefetches simply do nothing.
+// NHWC: the part of the rows that output (oh_ahead, ow) adds, so prefetches are spread over
+// the row's pixels instead of issued in one burst that overflows the miss queues.
 template <class T>
-FASTCONV_ALWAYS_INLINE void prefetch_rows_for(const T* plane, int64_t oh_ahead, const Pool2dParams& p,
-                                              int64_t dilation_h) {
+FASTCONV_ALWAYS_INLINE void prefetch_pixels_for(const T* img, int64_t oh_ahead, int64_t ow,
+                                                const Pool2dParams& p, int64_t dilation_h) {
   const int64_t last = oh_ahead * p.stride_h - p.pad_h + (p.kernel_h - 1) * dilation_h;
   const int64_t first = last - (p.stride_h < p.kernel_h ? p.stride_h : p.kernel_h) + 1;
-  const int64_t row_bytes = p.in_w * static_cast<int64_t>(sizeof(T));
+  int64_t iw = ow * p.stride_w - p.pad_w + (p.kernel_w - 1) * p.dilation_w;  // newest column
+  if (iw < 0) iw = 0;
+  const int64_t C = p.channels;
+  const int64_t bytes = (p.stride_w < p.kernel_w ? p.stride_w : p.kernel_w) * C * static_cast<int64_t>(sizeof(T));
   for (int64_t r = first < 0 ? 0 : first; r <= last; ++r) {
-    const char* row = reinterpret_cast<const char*>(plane + r * p.in_w);
+    const char* end = reinterpret_cast<const char*>(img + (r * p.in_w + iw + 1) * C);
+    for (int64_t off = 64; off <= bytes + 63; off += 64) __builtin_prefetch(end - off);
+  }
+}
+
+// row_elems: elements per input row (in_w for NCHW, in_w * C for NHWC).
+template <class T>
+FASTCONV_ALWAYS_INLINE void prefetch_rows_for(const T* plane, int64_t oh_ahead, const Pool2dParams& p,
+                                              int64_t dilation_h, int64_t row_elems) {
+  const int64_t last = oh_ahead * p.stride_h - p.pad_h + (p.kernel_h - 1) * dilation_h;
+  const int64_t first = last - (p.stride_h < p.kernel_h ? p.stride_h : p.kernel_h) + 1;
+  const int64_t row_bytes = row_elems * static_cast<int64_t>(sizeof(T));
+  for (int64_t r = first < 0 ? 0 : first; r <= last; ++r) {
+    const char* row = reinterpret_cast<const char*>(plane + r * row_elems);
     for (int64_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(row + off);
   }
 }
@@ -127,7 +161,7 @@ void max_fwd_nchw_impl(const T* in, T* out, int64_t* indices, const Pool2dParams
       const MaxWindow wh = pool::max_window(oh, p.stride_h, p.pad_h, p.kernel_h, p.dilation_h, p.in_h);
       T* dst = out + plane * plane_out + oh * p.out_w;
       int64_t* dst_i = kIndices ? indices + plane * plane_out + oh * p.out_w : nullptr;
-      prefetch_rows_for(src, oh + 2, p, p.dilation_h);
+      prefetch_rows_for(src, oh + 2, p, p.dilation_h, p.in_w);
       for (int64_t ow = 0, c = 0; ow < p.out_w; ow += S::W, ++c) {
         const int n = static_cast<int>(p.out_w - ow < S::W ? p.out_w - ow : S::W);
         const int64_t w0 = ow * stride_w - p.pad_w;
@@ -184,11 +218,12 @@ void max_fwd_nchw_impl(const T* in, T* out, int64_t* indices, const Pool2dParams
           }
         }
         if (!kIndices) best = S::nan_where(nan_seen, best);
-        S::store_n(dst + ow, best, n);
-        if (kIndices) S::store_idx_n(dst_i + ow, best_i, n);
+        put<S>(p, dst + ow, best, n);
+        if (kIndices) put_idx<S>(p, dst_i + ow, best_i, n);
       }
     }
   }
+  finish_stores<S>(p);
 }
 
 template <class T, bool kIndices>
@@ -216,6 +251,7 @@ void max_fwd_nhwc(const T* in, T* out, int64_t* indices, const Pool2dParams& p, 
     const MaxWindow wh = pool::max_window(oh, p.stride_h, p.pad_h, p.kernel_h, p.dilation_h, p.in_h);
     const T* img = in + n * p.in_h * p.in_w * C;
     for (int64_t ow = 0; ow < p.out_w; ++ow) {
+      prefetch_pixels_for(img, oh + 2, ow, p, p.dilation_h);
       const MaxWindow ww = pool::max_window(ow, p.stride_w, p.pad_w, p.kernel_w, p.dilation_w, p.in_w);
       const int64_t o = (r * p.out_w + ow) * C;
       const int64_t first = wh.start * p.in_w + ww.start;
@@ -239,14 +275,21 @@ void max_fwd_nhwc(const T* in, T* out, int64_t* indices, const Pool2dParams& p, 
           }
         }
         if (!kIndices) best = S::nan_where(nan_seen, best);
-        S::store_n(out + o + c, best, lanes);
-        if (kIndices) S::store_idx_n(indices + o + c, best_i, lanes);
+        put<S>(p, out + o + c, best, lanes);
+        if (kIndices) put_idx<S>(p, indices + o + c, best_i, lanes);
       }
     }
   }
+  finish_stores<S>(p);
 }
 
 // ---------------------------------------------------------------- max pooling, backward
+
+template <class T>
+FASTCONV_ALWAYS_INLINE T avg_divisor(const Pool2dParams& p, const AvgWindow& wh, const AvgWindow& ww) {
+  return p.divisor_override != 0 ? static_cast<T>(p.divisor_override)
+                                 : static_cast<T>(wh.count * ww.count);
+}
 
 template <class T>
 void max_bwd_nchw(const T* grad_out, const int64_t* indices, T* grad_in, const Pool2dParams& p,
@@ -265,46 +308,70 @@ void max_bwd_nchw(const T* grad_out, const int64_t* indices, T* grad_in, const P
   }
 }
 
-// Each output pixel's gradient goes to the argmax tap of its window, per channel. Rather
-// than a scalar scatter per channel, every tap of the window takes a vector of channels
-// with a lane mask "argmax == this tap": contiguous loads and stores only.
+// Output rows (or columns) whose window can reach input row i: [first, last], clipped.
+struct Covering {
+  int64_t first, last;
+};
+FASTCONV_ALWAYS_INLINE Covering covering_outputs(int64_t i, int64_t stride, int64_t pad,
+                                                 int64_t kernel, int64_t dilation, int64_t out) {
+  int64_t first = -div_floor(-(i + pad - (kernel - 1) * dilation), stride);  // ceil division
+  int64_t last = div_floor(i + pad, stride);
+  if (first < 0) first = 0;
+  if (last > out - 1) last = out - 1;
+  return {first, last};
+}
+
+// Max backward, NHWC, in gather form: each input pixel sums the gradients of the outputs
+// whose argmax is that pixel, a vector of channels at a time (lane mask "argmax == me").
+// Every input-gradient element is written exactly once, so there is no zero fill, no
+// read-modify-write, and rows of the batch can be split across threads freely.
+// Precondition: no window is empty (else an argmax may point outside its window; the
+// glue then uses the scatter kernel below).
 template <class T>
 void max_bwd_nhwc(const T* grad_out, const int64_t* indices, T* grad_in, const Pool2dParams& p,
                   int64_t b, int64_t e) {
   using S = typename SimdFor<T>::type;
   const int64_t C = p.channels;
-  const int64_t img_in = p.in_h * p.in_w * C, img_out = p.out_h * p.out_w * C;
+  for (int64_t r = b; r < e; ++r) {  // r = n * in_h + ih
+    const int64_t n = r / p.in_h, ih = r % p.in_h;
+    const Covering rows = covering_outputs(ih, p.stride_h, p.pad_h, p.kernel_h, p.dilation_h, p.out_h);
+    const T* go = grad_out + n * p.out_h * p.out_w * C;
+    const int64_t* ix = indices + n * p.out_h * p.out_w * C;
+    for (int64_t iw = 0; iw < p.in_w; ++iw) {
+      const Covering cols = covering_outputs(iw, p.stride_w, p.pad_w, p.kernel_w, p.dilation_w, p.out_w);
+      const int64_t cell = ih * p.in_w + iw;
+      T* dst = grad_in + (r * p.in_w + iw) * C;
+      for (int64_t c = 0; c < C; c += S::W) {
+        const int lanes = static_cast<int>(C - c < S::W ? C - c : S::W);
+        typename S::V acc = S::zero();
+        for (int64_t oh = rows.first; oh <= rows.last; ++oh) {
+          for (int64_t ow = cols.first; ow <= cols.last; ++ow) {
+            const int64_t o = (oh * p.out_w + ow) * C + c;
+            acc = S::mask_add(S::ieq(S::load_idx_n(ix + o, lanes), cell), acc, S::load_n(go + o, lanes));
+          }
+        }
+        put<S>(p, dst + c, acc, lanes);
+      }
+    }
+  }
+  finish_stores<S>(p);
+}
+
+// Scatter form for the rare shapes with empty windows: torch sends such a window's gradient
+// to its (out-of-window) argmax when that lies inside the image, so do the same, checked.
+template <class T>
+void max_bwd_nhwc_scatter(const T* grad_out, const int64_t* indices, T* grad_in,
+                          const Pool2dParams& p, int64_t b, int64_t e) {
+  const int64_t C = p.channels, cells = p.in_h * p.in_w;
   for (int64_t n = b; n < e; ++n) {
-    T* gi = grad_in + n * img_in;
-    std::memset(gi, 0, sizeof(T) * img_in);
-    const T* go = grad_out + n * img_out;
-    const int64_t* ix = indices + n * img_out;
-    for (int64_t oh = 0; oh < p.out_h; ++oh) {
-      const MaxWindow wh = pool::max_window(oh, p.stride_h, p.pad_h, p.kernel_h, p.dilation_h, p.in_h);
-      for (int64_t ow = 0; ow < p.out_w; ++ow) {
-        const MaxWindow ww = pool::max_window(ow, p.stride_w, p.pad_w, p.kernel_w, p.dilation_w, p.in_w);
-        const int64_t o = (oh * p.out_w + ow) * C;
-        if (wh.start >= wh.end || ww.start >= ww.end) {
-          // No in-bounds tap (dilation + padding): torch still sends the gradient to its
-          // argmax index when that lands inside the image, so do the same, bounds-checked.
-          for (int64_t c = 0; c < C; ++c) {
-            const int64_t cell = ix[o + c];
-            if (static_cast<uint64_t>(cell) < static_cast<uint64_t>(p.in_h * p.in_w)) gi[cell * C + c] += go[o + c];
-          }
-          continue;
-        }
-        for (int64_t c = 0; c < C; c += S::W) {
-          const int lanes = static_cast<int>(C - c < S::W ? C - c : S::W);
-          const typename S::V g = S::load_n(go + o + c, lanes);
-          const typename S::VI arg = S::load_idx_n(ix + o + c, lanes);
-          for (int64_t ih = wh.start; ih < wh.end; ih += p.dilation_h) {
-            for (int64_t iw = ww.start; iw < ww.end; iw += p.dilation_w) {
-              const int64_t cell = ih * p.in_w + iw;
-              T* dst = gi + cell * C + c;
-              S::store_n(dst, S::mask_add(S::ieq(arg, cell), S::load_n(dst, lanes), g), lanes);
-            }
-          }
-        }
+    T* gi = grad_in + n * cells * C;
+    std::memset(gi, 0, sizeof(T) * cells * C);
+    const T* go = grad_out + n * p.out_h * p.out_w * C;
+    const int64_t* ix = indices + n * p.out_h * p.out_w * C;
+    for (int64_t o = 0; o < p.out_h * p.out_w; ++o) {
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t cell = ix[o * C + c];
+        if (static_cast<uint64_t>(cell) < static_cast<uint64_t>(cells)) gi[cell * C + c] += go[o * C + c];
       }
     }
   }
@@ -312,11 +379,6 @@ void max_bwd_nhwc(const T* grad_out, const int64_t* indices, T* grad_in, const P
 
 // ---------------------------------------------------------------- average pooling
 
-template <class T>
-FASTCONV_ALWAYS_INLINE T avg_divisor(const Pool2dParams& p, const AvgWindow& wh, const AvgWindow& ww) {
-  return p.divisor_override != 0 ? static_cast<T>(p.divisor_override)
-                                 : static_cast<T>(wh.count * ww.count);
-}
 
 template <class T>
 void avg_fwd_nchw(const T* in, T* out, const Pool2dParams& p, int64_t b, int64_t e) {
@@ -337,7 +399,7 @@ void avg_fwd_nchw(const T* in, T* out, const Pool2dParams& p, int64_t b, int64_t
       const AvgWindow wh = pool::avg_window(oh, p.stride_h, p.pad_h, p.kernel_h, p.in_h, p.count_include_pad);
       T* dst = out + plane * plane_out + oh * p.out_w;
       const typename S::V row_count = S::set1(static_cast<T>(wh.count));
-      prefetch_rows_for(src, oh + 2, p, 1);
+      prefetch_rows_for(src, oh + 2, p, 1, p.in_w);
       for (int64_t ow = 0, c = 0; ow < p.out_w; ow += S::W, ++c) {
         const int n = static_cast<int>(p.out_w - ow < S::W ? p.out_w - ow : S::W);
         const int64_t w0 = ow * p.stride_w - p.pad_w;
@@ -357,10 +419,11 @@ void avg_fwd_nchw(const T* in, T* out, const Pool2dParams& p, int64_t b, int64_t
         const typename S::V divisor = p.divisor_override != 0
                                           ? S::set1(static_cast<T>(p.divisor_override))
                                           : S::mul(row_count, S::load_n(col_count + ow, S::W));
-        S::store_n(dst + ow, S::div(sum, divisor), n);
+        put<S>(p, dst + ow, S::div(sum, divisor), n);
       }
     }
   }
+  finish_stores<S>(p);
   delete[] col_count;
 }
 
@@ -373,6 +436,7 @@ void avg_fwd_nhwc(const T* in, T* out, const Pool2dParams& p, int64_t b, int64_t
     const AvgWindow wh = pool::avg_window(oh, p.stride_h, p.pad_h, p.kernel_h, p.in_h, p.count_include_pad);
     const T* img = in + n * p.in_h * p.in_w * C;
     for (int64_t ow = 0; ow < p.out_w; ++ow) {
+      prefetch_pixels_for(img, oh + 2, ow, p, 1);
       const AvgWindow ww = pool::avg_window(ow, p.stride_w, p.pad_w, p.kernel_w, p.in_w, p.count_include_pad);
       const typename S::V vdiv = S::set1(avg_divisor<T>(p, wh, ww));
       T* dst = out + (r * p.out_w + ow) * C;
@@ -382,10 +446,11 @@ void avg_fwd_nhwc(const T* in, T* out, const Pool2dParams& p, int64_t b, int64_t
         for (int64_t ih = wh.start; ih < wh.end; ++ih)
           for (int64_t iw = ww.start; iw < ww.end; ++iw)
             sum = S::add(sum, S::load_n(img + (ih * p.in_w + iw) * C + c, lanes));
-        S::store_n(dst + c, S::div(sum, vdiv), lanes);
+        put<S>(p, dst + c, S::div(sum, vdiv), lanes);
       }
     }
   }
+  finish_stores<S>(p);
 }
 
 // Backward scatters each output gradient over its window. A plane (NCHW) or an image (NHWC)
@@ -448,34 +513,35 @@ void avg_bwd_nchw(const T* grad_out, T* grad_in, const Pool2dParams& p, int64_t 
   delete[] inv_col;
 }
 
+// Gather form, as for max: each input pixel sums share = grad / divisor over the outputs
+// whose window holds it; written once, split over rows of the batch.
 template <class T>
 void avg_bwd_nhwc(const T* grad_out, T* grad_in, const Pool2dParams& p, int64_t b, int64_t e) {
   using S = typename SimdFor<T>::type;
   const int64_t C = p.channels;
-  const int64_t img_in = p.in_h * p.in_w * C, img_out = p.out_h * p.out_w * C;
-  for (int64_t n = b; n < e; ++n) {
-    T* gi = grad_in + n * img_in;
-    std::memset(gi, 0, sizeof(T) * img_in);
-    const T* go = grad_out + n * img_out;
-    for (int64_t oh = 0; oh < p.out_h; ++oh) {
-      const AvgWindow wh = pool::avg_window(oh, p.stride_h, p.pad_h, p.kernel_h, p.in_h, p.count_include_pad);
-      for (int64_t ow = 0; ow < p.out_w; ++ow) {
-        const AvgWindow ww = pool::avg_window(ow, p.stride_w, p.pad_w, p.kernel_w, p.in_w, p.count_include_pad);
-        const typename S::V vdiv = S::set1(avg_divisor<T>(p, wh, ww));
-        const T* g = go + (oh * p.out_w + ow) * C;
-        for (int64_t c = 0; c < C; c += S::W) {
-          const int lanes = static_cast<int>(C - c < S::W ? C - c : S::W);
-          const typename S::V share = S::div(S::load_n(g + c, lanes), vdiv);
-          for (int64_t ih = wh.start; ih < wh.end; ++ih) {
-            for (int64_t iw = ww.start; iw < ww.end; ++iw) {
-              T* dst = gi + (ih * p.in_w + iw) * C + c;
-              S::store_n(dst, S::add(S::load_n(dst, lanes), share), lanes);
-            }
+  for (int64_t r = b; r < e; ++r) {  // r = n * in_h + ih
+    const int64_t n = r / p.in_h, ih = r % p.in_h;
+    const Covering rows = covering_outputs(ih, p.stride_h, p.pad_h, p.kernel_h, 1, p.out_h);
+    const T* go = grad_out + n * p.out_h * p.out_w * C;
+    for (int64_t iw = 0; iw < p.in_w; ++iw) {
+      const Covering cols = covering_outputs(iw, p.stride_w, p.pad_w, p.kernel_w, 1, p.out_w);
+      T* dst = grad_in + (r * p.in_w + iw) * C;
+      for (int64_t c = 0; c < C; c += S::W) {
+        const int lanes = static_cast<int>(C - c < S::W ? C - c : S::W);
+        typename S::V acc = S::zero();
+        for (int64_t oh = rows.first; oh <= rows.last; ++oh) {
+          const AvgWindow wh = pool::avg_window(oh, p.stride_h, p.pad_h, p.kernel_h, p.in_h, p.count_include_pad);
+          for (int64_t ow = cols.first; ow <= cols.last; ++ow) {
+            const AvgWindow ww = pool::avg_window(ow, p.stride_w, p.pad_w, p.kernel_w, p.in_w, p.count_include_pad);
+            acc = S::add(acc, S::div(S::load_n(go + (oh * p.out_w + ow) * C + c, lanes),
+                                     S::set1(avg_divisor<T>(p, wh, ww))));
           }
         }
+        put<S>(p, dst + c, acc, lanes);
       }
     }
   }
+  finish_stores<S>(p);
 }
 
 // ---------------------------------------------------------------- adaptive average pooling
@@ -630,6 +696,7 @@ template <class T>
 const pool::PoolKernels<T>* make_table() {
   static const pool::PoolKernels<T> table = {
       &max_fwd_nchw_dispatch<T>, &max_fwd_nhwc_dispatch<T>, &max_bwd_nchw<T>, &max_bwd_nhwc<T>,
+      &max_bwd_nhwc_scatter<T>,
       &avg_fwd_nchw<T>,          &avg_fwd_nhwc<T>,          &avg_bwd_nchw<T>, &avg_bwd_nhwc<T>,
       &adaptive_avg_fwd_nchw<T>, &adaptive_avg_fwd_nhwc<T>, &adaptive_avg_bwd_nchw<T>,
       &adaptive_avg_bwd_nhwc<T>,

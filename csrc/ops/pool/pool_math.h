@@ -21,6 +21,9 @@ struct Pool2dParams {
   int64_t dilation_h = 1, dilation_w = 1;
   bool count_include_pad = true;
   int64_t divisor_override = 0;  // 0: none
+  // Set by the glue when the tensor being written is far larger than the caches: kernels then
+  // write it with non-temporal stores (no read-for-ownership of each line).
+  bool stream_output = false;
 };
 
 // Max pooling window along one axis: taps start, start + dilation, ... below end. The start
@@ -36,6 +39,20 @@ FASTCONV_HOST_DEVICE_INLINE MaxWindow max_window(int64_t o, int64_t stride, int6
   const int64_t end = end_unclipped < in ? end_unclipped : in;
   if (start < 0) start += div_floor(-start + dilation - 1, dilation) * dilation;
   return {start, end};
+}
+
+// True if some output's max window holds no in-bounds tap (padding with dilation can do
+// that); such a window's argmax is torch's placeholder, not a tap of the window.
+static inline bool has_empty_max_window(const Pool2dParams& p) {
+  for (int64_t o = 0; o < p.out_h; ++o) {
+    const MaxWindow w = max_window(o, p.stride_h, p.pad_h, p.kernel_h, p.dilation_h, p.in_h);
+    if (w.start >= w.end) return true;
+  }
+  for (int64_t o = 0; o < p.out_w; ++o) {
+    const MaxWindow w = max_window(o, p.stride_w, p.pad_w, p.kernel_w, p.dilation_w, p.in_w);
+    if (w.start >= w.end) return true;
+  }
+  return false;
 }
 
 // Average pooling window along one axis (no dilation) and its share of the divisor:

@@ -1,0 +1,49 @@
+# Developer shortcuts. The Python package is built by setup.py (install, wheel); the C++
+# sources can also be built with CMake (cmake: the ops library plus the C++ kernel tests).
+#
+#   make install      editable install against the torch already installed (no isolated build)
+#   make test         Python test suite
+#   make cmake        CMake configure + build + ctest into $(BUILD_DIR)
+#   make bench        full benchmark -> bench.json, bench.png
+#   make bench-quick  quick benchmark (about a minute on 2 cores) -> bench.json, bench.png
+#   make wheel        wheel into dist/
+#   make clean        remove build trees (not the in-place fastconv/_C*.so of `make install`)
+#
+# Variables: PYTHON (interpreter with torch), BUILD_DIR, BUILD_TYPE, JOBS (parallel compile jobs
+# for `make cmake`; setup.py's own parallelism is MAX_JOBS, e.g. `MAX_JOBS=1 make install`).
+
+PYTHON ?= python3
+BUILD_DIR ?= build-cmake
+BUILD_TYPE ?= Release
+# One compile job by default: the machine is shared. Raise it (JOBS=4) when it is yours.
+JOBS ?= 1
+
+.PHONY: help install test cmake bench bench-quick wheel clean
+
+help:
+	@sed -n '4,10s/^# *//p' $(firstword $(MAKEFILE_LIST))
+
+install:
+	$(PYTHON) -m pip install --no-build-isolation -e .
+
+test:
+	$(PYTHON) -m pytest -q tests
+
+cmake:
+	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) \
+	    -DCMAKE_PREFIX_PATH="$$($(PYTHON) -c 'import torch; print(torch.utils.cmake_prefix_path)')"
+	cmake --build $(BUILD_DIR) -j$(JOBS)
+	ctest --test-dir $(BUILD_DIR) --output-on-failure
+
+bench:
+	$(PYTHON) -m fastconv bench --json bench.json --plot bench.png
+
+bench-quick:
+	$(PYTHON) -m fastconv bench --quick --json bench.json --plot bench.png
+
+wheel:
+	$(PYTHON) -m pip wheel --no-build-isolation --no-deps -w dist .
+
+clean:
+	rm -rf $(BUILD_DIR) build dist *.egg-info .pytest_cache
+	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
