@@ -51,6 +51,7 @@ struct ScalarSimd {
   static V nan_where(M m, V a) { return m ? a + __builtin_nan("") : a; }
   static M no_lanes() { return false; }
   static VI iramp(int64_t start, int64_t) { return start; }
+  static VI iset1(int64_t v) { return v; }
   static VI iadd(VI a, int64_t b) { return a + b; }
   static VI iblend(M m, VI if_false, VI if_true) { return m ? if_true : if_false; }
   static void store_idx_n(int64_t* p, VI v, int) { *p = v; }
@@ -146,6 +147,7 @@ struct FloatSimd {
                            _mm512_set1_epi32(static_cast<int>(step))));
   }
   static VI iadd(VI a, int64_t b) { return _mm512_add_epi32(a, _mm512_set1_epi32(static_cast<int>(b))); }
+  static VI iset1(int64_t v) { return _mm512_set1_epi32(static_cast<int>(v)); }
   static VI iblend(M m, VI if_false, VI if_true) { return _mm512_mask_blend_epi32(m, if_false, if_true); }
   static void store_idx_n(int64_t* p, VI v, int n) {
     const __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(v));
@@ -247,6 +249,7 @@ struct FloatSimd {
                                                _mm256_set1_epi32(static_cast<int>(step))));
   }
   static VI iadd(VI a, int64_t b) { return _mm256_add_epi32(a, _mm256_set1_epi32(static_cast<int>(b))); }
+  static VI iset1(int64_t v) { return _mm256_set1_epi32(static_cast<int>(v)); }
   static VI iblend(M m, VI if_false, VI if_true) {
     return _mm256_castps_si256(
         _mm256_blendv_ps(_mm256_castsi256_ps(if_false), _mm256_castsi256_ps(if_true), m));

@@ -1,7 +1,7 @@
 """Declarative benchmark case table.
 
 Every benchmark is a :class:`Case`: a name, an op family, the input shape, the
-memory layout, the direction (``fwd`` or ``fwd+bwd``), factories that return
+memory layout, the direction (``fwd``, ``fwd+bwd`` or ``bwd``), factories that return
 the callable for *ours* (fastconv) and for *torch*, an input factory, and the
 bytes moved and FLOPs used to turn a time into GB/s or GFLOP/s.
 
@@ -40,6 +40,8 @@ import torch.nn.functional as F
 
 LAYOUTS = ("nchw", "channels_last")
 DIRECTIONS = ("fwd", "fwd+bwd")
+#: ``bwd`` (backward alone, the forward graph built once outside the timing) is opt-in per case.
+VALID_DIRECTIONS = DIRECTIONS + ("bwd",)
 METRICS = ("GB/s", "GFLOP/s")
 
 # A factory returns the callable to benchmark; it is called lazily (at run
@@ -90,8 +92,8 @@ class Case:
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
             raise ValueError(f"{self.name}: layout must be one of {LAYOUTS}")
-        if self.direction not in DIRECTIONS:
-            raise ValueError(f"{self.name}: direction must be one of {DIRECTIONS}")
+        if self.direction not in VALID_DIRECTIONS:
+            raise ValueError(f"{self.name}: direction must be one of {VALID_DIRECTIONS}")
         if self.metric not in METRICS:
             raise ValueError(f"{self.name}: metric must be one of {METRICS}")
         if self.nbytes <= 0:
@@ -201,6 +203,10 @@ def pool_cases(base: str, op: str, shape: Tuple[int, int, int, int], *,
             if direction == "fwd":
                 nbytes = (n_in + n_out) * itemsize
                 flops = fwd_flops
+            elif direction == "bwd":
+                # grad_output read + grad_input written.
+                nbytes = (n_in + n_out) * itemsize
+                flops = fwd_flops
             else:
                 # + grad_output read + grad_input written.
                 nbytes = 2 * (n_in + n_out) * itemsize
@@ -234,7 +240,8 @@ def _global_avg(base: str, shape: Tuple[int, int, int, int]) -> List[Case]:
     # equivalent is adaptive_avg_pool2d(x, 1).
     return pool_cases(base, "global_avg_pool2d", shape, kwargs={},
                       window=shape[2] * shape[3], params=f"global {shape[2]}x{shape[3]}",
-                      torch_fn=functools.partial(F.adaptive_avg_pool2d, output_size=1))
+                      torch_fn=functools.partial(F.adaptive_avg_pool2d, output_size=1),
+                      directions=DIRECTIONS + ("bwd",))
 
 
 POOL_CASES: List[Case] = [

@@ -285,6 +285,23 @@ def build_runner(case: Case, fn: Callable[..., Any], inputs: Sequence[torch.Tens
         torch.randn(probe.shape, dtype=probe.dtype, generator=torch.Generator().manual_seed(1)))
     del probe
 
+    if case.direction == "bwd":
+        # Backward alone: one forward builds the graph (kept with retain_graph), and each
+        # timed call runs only its backward, on both sides.
+        y_kept = fn(*inputs)
+
+        def run_bwd_only() -> torch.Tensor:
+            for t in grad_holders:
+                t.grad = None
+            y_kept.backward(g, retain_graph=True)
+            return y_kept
+
+        def outs_bwd_only() -> List[torch.Tensor]:
+            run_bwd_only()
+            return [y_kept.detach()] + [t.grad.detach().clone() for t in leaves]
+
+        return Runner(run=run_bwd_only, outputs=outs_bwd_only)
+
     def run_bwd() -> torch.Tensor:
         for t in grad_holders:
             t.grad = None

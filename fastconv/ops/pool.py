@@ -140,15 +140,15 @@ def _adaptive_avg_pool2d_backward_fake(grad_output, input):
 # functional API and torch.compile) and the user-facing torch.autograd.Function classes.
 
 def _max_pool_grad(grad_output, input, indices, params):
-    return _ops.max_pool2d_backward(grad_output, input, indices, *params)
+    return _ops.max_pool2d_backward.default(grad_output, input, indices, *params)
 
 
 def _avg_pool_grad(grad_output, input, params):
-    return _ops.avg_pool2d_backward(grad_output, input, *params)
+    return _ops.avg_pool2d_backward.default(grad_output, input, *params)
 
 
 def _adaptive_avg_pool_grad(grad_output, input):
-    return _ops.adaptive_avg_pool2d_backward(grad_output, input)
+    return _ops.adaptive_avg_pool2d_backward.default(grad_output, input)
 
 
 def _setup_max_pool_with_indices(ctx, inputs, output):
@@ -172,7 +172,7 @@ def _backward_max_pool(ctx, grad_output):
     # The inference op keeps no argmax; a backward through it (rare: the public function picks
     # the indexed op when grad is needed) recomputes it.
     (input,) = ctx.saved_tensors
-    _, indices = _ops.max_pool2d_with_indices(input.detach(), *ctx.params)
+    _, indices = _ops.max_pool2d_with_indices.default(input.detach(), *ctx.params)
     return _max_pool_grad(grad_output, input, indices, ctx.params), None, None, None, None, None
 
 
@@ -207,7 +207,7 @@ def _setup_avg_pool_backward(ctx, inputs, output):
 
 def _backward_avg_pool_backward(ctx, grad_grad_input):
     # avg_pool2d_backward is the adjoint of avg_pool2d, so its own adjoint is avg_pool2d.
-    return (_ops.avg_pool2d(grad_grad_input, *ctx.params), None, None, None, None, None, None, None)
+    return (_ops.avg_pool2d.default(grad_grad_input, *ctx.params), None, None, None, None, None, None, None)
 
 
 def _setup_adaptive(ctx, inputs, output):
@@ -226,7 +226,7 @@ def _setup_adaptive_backward(ctx, inputs, output):
 
 
 def _backward_adaptive_backward(ctx, grad_grad_input):
-    return _ops.adaptive_avg_pool2d(grad_grad_input, ctx.out_size), None
+    return _ops.adaptive_avg_pool2d.default(grad_grad_input, ctx.out_size), None
 
 
 torch.library.register_autograd("fastconv::max_pool2d_with_indices", _backward_max_pool_with_indices,
@@ -277,9 +277,9 @@ def max_pool2d(input: torch.Tensor, kernel_size: IntOrPair, stride: Optional[Int
     k, s, p, d = _max_args(kernel_size, stride, padding, dilation, "max_pool2d")
     ceil_mode = bool(ceil_mode)
     if return_indices or (input.requires_grad and torch.is_grad_enabled()):
-        out, indices = _ops.max_pool2d_with_indices(input, k, s, p, d, ceil_mode)
+        out, indices = _ops.max_pool2d_with_indices.default(input, k, s, p, d, ceil_mode)
         return (out, indices) if return_indices else out
-    return _ops.max_pool2d(input, k, s, p, d, ceil_mode)
+    return _ops.max_pool2d.default(input, k, s, p, d, ceil_mode)
 
 
 def avg_pool2d(input: torch.Tensor, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None,
@@ -293,7 +293,7 @@ def avg_pool2d(input: torch.Tensor, kernel_size: IntOrPair, stride: Optional[Int
     k, s, p, _ = _max_args(kernel_size, stride, padding, 1, "avg_pool2d")
     if divisor_override is not None and (not isinstance(divisor_override, int) or isinstance(divisor_override, bool)):
         raise TypeError(f"avg_pool2d: divisor_override must be an int or None, got {divisor_override!r}")
-    return _ops.avg_pool2d(input, k, s, p, bool(ceil_mode), bool(count_include_pad), divisor_override)
+    return _ops.avg_pool2d.default(input, k, s, p, bool(ceil_mode), bool(count_include_pad), divisor_override)
 
 
 def adaptive_avg_pool2d(input: torch.Tensor,
@@ -304,7 +304,7 @@ def adaptive_avg_pool2d(input: torch.Tensor,
     where ``None`` keeps that input size. Returns ``(N, C, H_out, W_out)``.
     """
     check_tensor(input, "adaptive_avg_pool2d")
-    return _ops.adaptive_avg_pool2d(input, _adaptive_size(input, output_size, "adaptive_avg_pool2d"))
+    return _ops.adaptive_avg_pool2d.default(input, _adaptive_size(input, output_size, "adaptive_avg_pool2d"))
 
 
 def global_avg_pool2d(input: torch.Tensor, keepdim: bool = True) -> torch.Tensor:
@@ -313,7 +313,7 @@ def global_avg_pool2d(input: torch.Tensor, keepdim: bool = True) -> torch.Tensor
     Equal to ``F.adaptive_avg_pool2d(input, 1)``; runs the global-pool fast path.
     """
     check_tensor(input, "global_avg_pool2d")
-    out = _ops.adaptive_avg_pool2d(input, (1, 1))
+    out = _ops.adaptive_avg_pool2d.default(input, (1, 1))
     return out if keepdim else out.flatten(-3)
 
 
@@ -325,7 +325,7 @@ class MaxPool2dFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(input, kernel_size, stride, padding, dilation, ceil_mode):
-        return _ops.max_pool2d_with_indices(input, kernel_size, stride, padding, dilation, ceil_mode)
+        return _ops.max_pool2d_with_indices.default(input, kernel_size, stride, padding, dilation, ceil_mode)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -343,7 +343,7 @@ class AvgPool2dFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
-        return _ops.avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+        return _ops.avg_pool2d.default(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
                                divisor_override)
 
     @staticmethod
@@ -360,7 +360,7 @@ class AdaptiveAvgPool2dFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(input, output_size):
-        return _ops.adaptive_avg_pool2d(input, output_size)
+        return _ops.adaptive_avg_pool2d.default(input, output_size)
 
     @staticmethod
     def setup_context(ctx, inputs, output):

@@ -128,13 +128,15 @@ FASTCONV_ALWAYS_INLINE void prefetch_rows_for(const T* plane, int64_t oh_ahead, 
 }
 
 // Folds one tap into the running max (and argmax) of a chunk.
+// ramp holds lane * stride, so a tap's lane indices are one add away.
 template <class S, bool kIndices>
 FASTCONV_ALWAYS_INLINE void max_update(typename S::V v, typename S::V& best, typename S::VI& best_i,
-                                       typename S::M& nan_seen, int64_t first_index, int64_t stride) {
+                                       typename S::M& nan_seen, int64_t first_index,
+                                       const typename S::VI& ramp) {
   if (kIndices) {
     const typename S::M take = S::mor(S::gt(v, best), S::is_nan(v));
     best = S::blend(take, best, v);
-    best_i = S::iblend(take, best_i, S::iramp(first_index, stride));
+    best_i = S::iblend(take, best_i, S::iadd(ramp, first_index));
   } else {
     // max(best, v) keeps a NaN in v but drops a NaN already in best, so NaNs are tracked on
     // the side and restored at the end.
@@ -155,6 +157,14 @@ void max_fwd_nchw_impl(const T* in, T* out, int64_t* indices, const Pool2dParams
   const int64_t plane_in = p.in_h * p.in_w, plane_out = p.out_h * p.out_w;
   const TapTable table(p.out_w, S::W, stride_w, p.pad_w, kernel_w, dilation_w, p.in_w);
   const T neg_inf = -__builtin_inf();
+  const typename S::VI ramp = S::iramp(0, stride_w);
+  // Each output column's first in-bounds tap: a lane with no in-bounds tap keeps this as its
+  // argmax, as torch does (the window start advanced past the padding, even past the row).
+  const int64_t padded_w = (p.out_w + S::W - 1) / S::W * S::W;
+  int64_t* col_start = kIndices ? new int64_t[padded_w] : nullptr;
+  for (int64_t ow = 0; kIndices && ow < padded_w; ++ow) {
+    col_start[ow] = pool::max_window(ow < p.out_w ? ow : 0, stride_w, p.pad_w, kernel_w, dilation_w, p.in_w).start;
+  }
   for (int64_t plane = b; plane < e; ++plane) {
     const T* src = in + plane * plane_in;
     for (int64_t oh = 0; oh < p.out_h; ++oh) {
@@ -168,13 +178,13 @@ void max_fwd_nchw_impl(const T* in, T* out, int64_t* indices, const Pool2dParams
         typename S::V best = S::set1(neg_inf);
         typename S::M nan_seen = S::no_lanes();
         typename S::VI best_i{};
-        if (kIndices) best_i = S::iramp(wh.start * p.in_w + w0, stride_w);
+        if (kIndices) best_i = S::iadd(ramp, wh.start * p.in_w + w0);
         if (table.roomy(c)) {
           for (int64_t ih = wh.start; ih < wh.end; ih += p.dilation_h) {
             const T* row = src + ih * p.in_w + w0;
             for (int64_t kw = 0; kw < kernel_w; ++kw) {
               max_update<S, kIndices>(S::load_strided_full(row + kw * dilation_w, stride_w), best,
-                                      best_i, nan_seen, ih * p.in_w + w0 + kw * dilation_w, stride_w);
+                                      best_i, nan_seen, ih * p.in_w + w0 + kw * dilation_w, ramp);
             }
           }
         } else {
@@ -184,17 +194,7 @@ void max_fwd_nchw_impl(const T* in, T* out, int64_t* indices, const Pool2dParams
           // in-bounds tap even when every value is -inf; taking that tap unconditionally
           // reproduces it. Interior chunks already start with the right index ramp.
           typename S::M unvisited = interior ? S::no_lanes() : S::range_mask(0, S::W);
-          if (kIndices && !interior) {
-            // A lane with no in-bounds tap keeps its initial index, which torch sets to the
-            // window start advanced past the padding (even if that is past the row).
-            int64_t start[S::W];
-            for (int j = 0; j < S::W; ++j) {
-              const int64_t col = ow + j < p.out_w ? ow + j : ow;
-              start[j] = wh.start * p.in_w +
-                         pool::max_window(col, stride_w, p.pad_w, kernel_w, dilation_w, p.in_w).start;
-            }
-            best_i = S::load_idx_n(start, S::W);
-          }
+          if (kIndices && !interior) best_i = S::iadd(S::load_idx_n(col_start + ow, S::W), wh.start * p.in_w);
           for (int64_t ih = wh.start; ih < wh.end; ih += p.dilation_h) {
             const T* row = src + ih * p.in_w + w0;
             for (int64_t kw = 0; kw < kernel_w; ++kw) {
@@ -210,9 +210,9 @@ void max_fwd_nchw_impl(const T* in, T* out, int64_t* indices, const Pool2dParams
                                                   S::mand(valid, unvisited));
                 unvisited = S::mandnot(unvisited, valid);
                 best = S::blend(take, best, v);
-                best_i = S::iblend(take, best_i, S::iramp(first_index, stride_w));
+                best_i = S::iblend(take, best_i, S::iadd(ramp, first_index));
               } else {
-                max_update<S, kIndices>(v, best, best_i, nan_seen, first_index, stride_w);
+                max_update<S, kIndices>(v, best, best_i, nan_seen, first_index, ramp);
               }
             }
           }
@@ -224,6 +224,7 @@ void max_fwd_nchw_impl(const T* in, T* out, int64_t* indices, const Pool2dParams
     }
   }
   finish_stores<S>(p);
+  delete[] col_start;
 }
 
 template <class T, bool kIndices>
@@ -260,14 +261,14 @@ void max_fwd_nhwc(const T* in, T* out, int64_t* indices, const Pool2dParams& p, 
         typename S::V best = S::set1(-__builtin_inf());
         typename S::M nan_seen = S::no_lanes();
         typename S::VI best_i{};
-        if (kIndices) best_i = S::iramp(first, 0);
+        if (kIndices) best_i = S::iset1(first);
         for (int64_t ih = wh.start; ih < wh.end; ih += p.dilation_h) {
           for (int64_t iw = ww.start; iw < ww.end; iw += p.dilation_w) {
             const typename S::V v = S::load_n(img + (ih * p.in_w + iw) * C + c, lanes);
             if (kIndices) {
               const typename S::M take = S::mor(S::gt(v, best), S::is_nan(v));
               best = S::blend(take, best, v);
-              best_i = S::iblend(take, best_i, S::iramp(ih * p.in_w + iw, 0));
+              best_i = S::iblend(take, best_i, S::iset1(ih * p.in_w + iw));
             } else {
               best = S::max(best, v);
               nan_seen = S::mor(nan_seen, S::is_nan(v));
@@ -455,11 +456,61 @@ void avg_fwd_nhwc(const T* in, T* out, const Pool2dParams& p, int64_t b, int64_t
 
 // Backward scatters each output gradient over its window. A plane (NCHW) or an image (NHWC)
 // is owned by one thread, so overlapping windows accumulate without atomics.
+// Backward at column stride 1, in gather form: the plane's gradients are first scaled by
+// their divisors into a buffer whose rows carry kernel_w zeros on each side, then every input
+// row sums, for each covering output row and kernel column, one shifted vector of it. Each
+// input gradient is written once; a scatter here re-read each row right after writing it,
+// one element over, and stalled on store-to-load forwarding.
+template <class T>
+void avg_bwd_nchw_stride1(const T* grad_out, T* grad_in, const Pool2dParams& p, int64_t b, int64_t e) {
+  using S = typename SimdFor<T>::type;
+  const int64_t plane_in = p.in_h * p.in_w, plane_out = p.out_h * p.out_w;
+  const int64_t margin = p.kernel_w, row_len = p.out_w + 2 * margin + S::W;
+  T* scaled = new T[p.out_h * row_len];
+  for (int64_t i = 0; i < p.out_h * row_len; ++i) scaled[i] = T(0);
+  T* inv_div = new T[p.out_h * p.out_w];
+  for (int64_t oh = 0; oh < p.out_h; ++oh) {
+    const AvgWindow wh = pool::avg_window(oh, p.stride_h, p.pad_h, p.kernel_h, p.in_h, p.count_include_pad);
+    for (int64_t ow = 0; ow < p.out_w; ++ow) {
+      const AvgWindow ww = pool::avg_window(ow, 1, p.pad_w, p.kernel_w, p.in_w, p.count_include_pad);
+      inv_div[oh * p.out_w + ow] = T(1) / avg_divisor<T>(p, wh, ww);
+    }
+  }
+  for (int64_t plane = b; plane < e; ++plane) {
+    const T* go = grad_out + plane * plane_out;
+    for (int64_t oh = 0; oh < p.out_h; ++oh) {
+      T* row = scaled + oh * row_len + margin;
+      for (int64_t ow = 0; ow < p.out_w; ow += S::W) {
+        const int n = static_cast<int>(p.out_w - ow < S::W ? p.out_w - ow : S::W);
+        S::store_n(row + ow, S::mul(S::load_n(go + oh * p.out_w + ow, n), S::load_n(inv_div + oh * p.out_w + ow, n)), n);
+      }
+    }
+    T* gi = grad_in + plane * plane_in;
+    for (int64_t ih = 0; ih < p.in_h; ++ih) {
+      const Covering rows = covering_outputs(ih, p.stride_h, p.pad_h, p.kernel_h, 1, p.out_h);
+      for (int64_t iw = 0; iw < p.in_w; iw += S::W) {
+        const int n = static_cast<int>(p.in_w - iw < S::W ? p.in_w - iw : S::W);
+        typename S::V acc = S::zero();
+        for (int64_t oh = rows.first; oh <= rows.last; ++oh) {
+          // Output column ow = iw + pad_w - kw covers input column iw.
+          const T* src = scaled + oh * row_len + margin + iw + p.pad_w;
+          for (int64_t kw = 0; kw < p.kernel_w; ++kw) acc = S::add(acc, S::load_n(src - kw, S::W));
+        }
+        put<S>(p, gi + ih * p.in_w + iw, acc, n);
+      }
+    }
+  }
+  finish_stores<S>(p);
+  delete[] inv_div;
+  delete[] scaled;
+}
+
 // Backward scatters each output gradient (divided by its window's divisor) over its window.
 // Per output row: the scaled gradients of the row, then for every kernel tap one add of that
 // row into the input-gradient row, shifted by the tap: contiguous vector adds at stride 1.
 template <class T>
 void avg_bwd_nchw(const T* grad_out, T* grad_in, const Pool2dParams& p, int64_t b, int64_t e) {
+  if (p.stride_w == 1) return avg_bwd_nchw_stride1(grad_out, grad_in, p, b, e);
   using S = typename SimdFor<T>::type;
   const int64_t plane_in = p.in_h * p.in_w, plane_out = p.out_h * p.out_w;
   const int64_t padded_w = (p.out_w + S::W - 1) / S::W * S::W;
@@ -653,6 +704,30 @@ void adaptive_avg_bwd_nhwc(const T* grad_out, T* grad_in, const Pool2dParams& p,
   using S = typename SimdFor<T>::type;
   const int64_t C = p.channels;
   const int64_t img_in = p.in_h * p.in_w * C, img_out = p.out_h * p.out_w * C;
+  if (p.out_h == 1 && p.out_w == 1) {
+    // Global pooling: every pixel of an image gets the same row of shares; write the image
+    // front to back, one pixel (all channels) at a time.
+    const int64_t pixels = p.in_h * p.in_w;
+    const typename S::V vdiv = S::set1(static_cast<T>(pixels));
+    T* share = new T[C];
+    for (int64_t n = b; n < e; ++n) {
+      const T* g = grad_out + n * C;
+      for (int64_t c = 0; c < C; c += S::W) {
+        const int lanes = static_cast<int>(C - c < S::W ? C - c : S::W);
+        S::store_n(share + c, S::div(S::load_n(g + c, lanes), vdiv), lanes);
+      }
+      T* dst = grad_in + n * img_in;
+      for (int64_t pix = 0; pix < pixels; ++pix) {
+        for (int64_t c = 0; c < C; c += S::W) {
+          const int lanes = static_cast<int>(C - c < S::W ? C - c : S::W);
+          put<S>(p, dst + pix * C + c, S::load_n(share + c, lanes), lanes);
+        }
+      }
+    }
+    delete[] share;
+    finish_stores<S>(p);
+    return;
+  }
   for (int64_t n = b; n < e; ++n) {
     T* gi = grad_in + n * img_in;
     const T* go = grad_out + n * img_out;
