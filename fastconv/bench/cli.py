@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     out = p.add_argument_group("output")
     out.add_argument("--json", metavar="PATH", help="write all numbers and the machine to PATH")
     out.add_argument("--plot", metavar="PATH", help="write a speed-up + roofline PNG to PATH")
+    out.add_argument("--markdown", metavar="PATH",
+                     help="write the machine, table and summary as Markdown to PATH")
     out.add_argument("--compare", metavar="OLD.json",
                      help="compare ratios with a previous --json; exit 1 on regression")
     out.add_argument("--margin", type=_margin, default=0.10,
@@ -159,6 +161,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.plot:
         report.plot(run, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(report.format_markdown(run))
+        print(f"wrote {args.markdown}", file=sys.stderr)
     if args.compare:
         try:
             old = report.load_json(args.compare)

@@ -171,6 +171,24 @@ def format_summary(results: Sequence[Result]) -> str:
     return _table(headers, out_rows, [False] + [True] * (len(headers) - 1))
 
 
+def format_markdown(run: Run) -> str:
+    """The machine line, the results table and the geomean summary as Markdown (for the
+    README, so its numbers come straight from a run)."""
+    lines = [f"Measured {run.timestamp} with `python -m fastconv bench` "
+             f"({'quick' if run.config.get('quick') else 'full'} mode).", "",
+             "```", format_machine(run), "```", "",
+             "| op | params | shape | layout | dir | thr | ours ms | torch ms | ratio | ours rate | % limit |",
+             "|---|---|---|---|---|--:|--:|--:|--:|--:|--:|"]
+    for res in run.results:
+        pct = res.pct_of_limit("ours")
+        lines.append("| " + " | ".join([
+            res.op, res.params, shape_str(res.shape), res.layout, res.direction, str(res.threads),
+            _ms(res.ours_s), _ms(res.torch_s), f"**{res.ratio:.2f}x**",
+            f"{res.throughput('ours'):.1f} {res.metric}", "-" if pct is None else f"{pct:.0f}%"]) + " |")
+    lines += ["", "```", format_summary(run.results), "```", ""]
+    return "\n".join(lines)
+
+
 def format_machine(run: Run) -> str:
     """Short header: CPU, SIMD path, torch version and the probe roofline."""
     m = run.machine
