@@ -10,6 +10,10 @@ TORCH_LIBRARY(fastconv, m) {
         "int[2] dilation, bool ceil_mode) -> Tensor");
   m.def("max_pool2d_with_indices(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, "
         "int[2] dilation, bool ceil_mode) -> (Tensor, Tensor)");
+  // Training path: like max_pool2d_with_indices, but the argmax is int32 whenever a plane has
+  // fewer than 2^31 cells (half the index traffic); it is only ever fed to max_pool2d_backward.
+  m.def("max_pool2d_with_argmax(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, "
+        "int[2] dilation, bool ceil_mode) -> (Tensor, Tensor)");
   m.def("max_pool2d_backward(Tensor grad_output, Tensor input, Tensor indices, int[2] kernel_size, "
         "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor");
   m.def("avg_pool2d(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, "

@@ -268,6 +268,8 @@ def test_opcheck(x):
     cases = [
         (ops.max_pool2d, (x, *win)),
         (ops.max_pool2d_with_indices, (x, *win)),
+        (ops.max_pool2d_with_argmax, (x, *win)),
+        (ops.max_pool2d_backward, (g, x.detach(), ops.max_pool2d_with_argmax(x, *win)[1], *win)),
         (ops.max_pool2d_backward, (g, x.detach(), idx, *win)),
         (ops.avg_pool2d, (x, [3, 2], [2, 1], [1, 0], False, False, None)),
         (ops.avg_pool2d, (x, [2, 2], [2, 2], [0, 0], True, True, 5)),

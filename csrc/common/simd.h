@@ -56,8 +56,11 @@ struct ScalarSimd {
   static VI iblend(M m, VI if_false, VI if_true) { return m ? if_true : if_false; }
   static void store_idx_n(int64_t* p, VI v, int) { *p = v; }
   static VI load_idx_n(const int64_t* p, int) { return *p; }
+  static VI load_idx_n(const int32_t* p, int) { return *p; }
+  static void store_idx_n(int32_t* p, VI v, int) { *p = static_cast<int32_t>(v); }
   static void stream_n(T* p, V v, int) { *p = v; }
   static void stream_idx_n(int64_t* p, VI v, int) { *p = v; }
+  static void stream_idx_n(int32_t* p, VI v, int) { *p = static_cast<int32_t>(v); }
   static void fence() {}
   static M ieq(VI a, int64_t b) { return a == b; }
   static V mask_add(M m, V acc, V x) { return m ? acc + x : acc; }
@@ -162,6 +165,16 @@ struct FloatSimd {
     const __m256i lo = _mm512_cvtepi64_epi32(_mm512_maskz_loadu_epi64(static_cast<__mmask8>(m & 0xFF), p));
     const __m256i hi = _mm512_cvtepi64_epi32(_mm512_maskz_loadu_epi64(static_cast<__mmask8>(m >> 8), p + 8));
     return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+  }
+  // int32 indices: the internal argmax format of the training path (half the bytes).
+  static VI load_idx_n(const int32_t* p, int n) { return _mm512_maskz_loadu_epi32(first(n), p); }
+  static void store_idx_n(int32_t* p, VI v, int n) { _mm512_mask_storeu_epi32(p, first(n), v); }
+  static void stream_idx_n(int32_t* p, VI v, int n) {
+    if (n == 16 && (reinterpret_cast<uintptr_t>(p) & 63) == 0) {
+      _mm512_stream_si512(reinterpret_cast<__m512i*>(p), v);
+    } else {
+      store_idx_n(p, v, n);
+    }
   }
   static M ieq(VI a, int64_t b) { return _mm512_cmpeq_epi32_mask(a, _mm512_set1_epi32(static_cast<int>(b))); }
   // Non-temporal stores for outputs too large to stay in cache: they skip the read-for-
@@ -274,6 +287,19 @@ struct FloatSimd {
     // Low 32 bits of each int64, in order: the same deinterleave as stride-2 loads.
     const __m256 even = _mm256_shuffle_ps(_mm256_castsi256_ps(lo), _mm256_castsi256_ps(hi), 0x88);
     return _mm256_castpd_si256(_mm256_permute4x64_pd(_mm256_castps_pd(even), 0xD8));
+  }
+  static VI load_idx_n(const int32_t* p, int n) {
+    return _mm256_maskload_epi32(reinterpret_cast<const int*>(p), first_i(n));
+  }
+  static void store_idx_n(int32_t* p, VI v, int n) {
+    _mm256_maskstore_epi32(reinterpret_cast<int*>(p), first_i(n), v);
+  }
+  static void stream_idx_n(int32_t* p, VI v, int n) {
+    if (n == 8 && (reinterpret_cast<uintptr_t>(p) & 31) == 0) {
+      _mm256_stream_si256(reinterpret_cast<__m256i*>(p), v);
+    } else {
+      store_idx_n(p, v, n);
+    }
   }
   static M ieq(VI a, int64_t b) {
     return _mm256_castsi256_ps(_mm256_cmpeq_epi32(a, _mm256_set1_epi32(static_cast<int>(b))));

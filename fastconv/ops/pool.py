@@ -97,6 +97,15 @@ def _max_pool2d_with_indices_fake(input, kernel_size, stride, padding, dilation,
     return _empty_like_pool(input, shape), _empty_like_pool(input, shape, torch.int64)
 
 
+@torch.library.register_fake("fastconv::max_pool2d_with_argmax")
+def _max_pool2d_with_argmax_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
+    shape = _window_shape("max_pool2d_with_argmax", input, kernel_size, stride, padding, dilation,
+                          ceil_mode)
+    compact = input.shape[-2] * input.shape[-1] <= 2**31 - 1
+    return _empty_like_pool(input, shape), _empty_like_pool(input, shape,
+                                                           torch.int32 if compact else torch.int64)
+
+
 @torch.library.register_fake("fastconv::max_pool2d_backward")
 def _max_pool2d_backward_fake(grad_output, input, indices, kernel_size, stride, padding, dilation,
                               ceil_mode):
@@ -172,7 +181,7 @@ def _backward_max_pool(ctx, grad_output):
     # The inference op keeps no argmax; a backward through it (rare: the public function picks
     # the indexed op when grad is needed) recomputes it.
     (input,) = ctx.saved_tensors
-    _, indices = _ops.max_pool2d_with_indices.default(input.detach(), *ctx.params)
+    _, indices = _ops.max_pool2d_with_argmax.default(input.detach(), *ctx.params)
     return _max_pool_grad(grad_output, input, indices, ctx.params), None, None, None, None, None
 
 
@@ -184,8 +193,12 @@ def _setup_max_pool_backward(ctx, inputs, output):
 
 def _backward_max_pool_backward(ctx, grad_grad_input):
     # max_pool2d_backward scatters grad_output to the argmax cells; its adjoint gathers them.
+    # (An argmax past the plane, from a window wholly in the padding, received nothing.)
     (indices,) = ctx.saved_tensors
-    flat = grad_grad_input.flatten(-2).gather(-1, indices.flatten(-2))
+    plane = grad_grad_input.shape[-2] * grad_grad_input.shape[-1]
+    idx = indices.flatten(-2).long()
+    inside = idx < plane
+    flat = grad_grad_input.flatten(-2).gather(-1, torch.where(inside, idx, 0)) * inside
     return flat.view(ctx.out_shape), None, None, None, None, None, None, None
 
 
@@ -230,6 +243,8 @@ def _backward_adaptive_backward(ctx, grad_grad_input):
 
 
 torch.library.register_autograd("fastconv::max_pool2d_with_indices", _backward_max_pool_with_indices,
+                                setup_context=_setup_max_pool_with_indices)
+torch.library.register_autograd("fastconv::max_pool2d_with_argmax", _backward_max_pool_with_indices,
                                 setup_context=_setup_max_pool_with_indices)
 torch.library.register_autograd("fastconv::max_pool2d", _backward_max_pool, setup_context=_setup_max_pool)
 torch.library.register_autograd("fastconv::max_pool2d_backward", _backward_max_pool_backward,
@@ -276,9 +291,11 @@ def max_pool2d(input: torch.Tensor, kernel_size: IntOrPair, stride: Optional[Int
     check_tensor(input, "max_pool2d")
     k, s, p, d = _max_args(kernel_size, stride, padding, dilation, "max_pool2d")
     ceil_mode = bool(ceil_mode)
-    if return_indices or (input.requires_grad and torch.is_grad_enabled()):
-        out, indices = _ops.max_pool2d_with_indices.default(input, k, s, p, d, ceil_mode)
-        return (out, indices) if return_indices else out
+    if return_indices:
+        return _ops.max_pool2d_with_indices.default(input, k, s, p, d, ceil_mode)
+    if input.requires_grad and torch.is_grad_enabled():
+        # Training: keep a compact (int32) argmax for backward rather than torch's int64.
+        return _ops.max_pool2d_with_argmax.default(input, k, s, p, d, ceil_mode)[0]
     return _ops.max_pool2d.default(input, k, s, p, d, ceil_mode)
 
 

@@ -86,47 +86,94 @@ Pool2dParams with_streaming(Pool2dParams p, int64_t output_bytes) {
 
 // --------------------------------------------------------------------------- max pooling
 
+// Which argmax a forward keeps: none (inference), torch's int64 (returned to users), or the
+// compact int32 of the training path (when a plane has fewer than 2^31 cells).
+enum class ArgmaxKind { None, Int64, Compact };
+
+template <class scalar_t, class I>
+void run_max_forward(const PoolKernels<scalar_t>* k, const Prepared& x, const Pool2dParams& p,
+                     at::Tensor& out, I* ix,
+                     void (*const nchw)(const scalar_t*, scalar_t*, I*, const Pool2dParams&, int64_t, int64_t),
+                     void (*const nhwc)(const scalar_t*, scalar_t*, I*, const Pool2dParams&, int64_t, int64_t)) {
+  const scalar_t* in = x.input.const_data_ptr<scalar_t>();
+  scalar_t* o = out.mutable_data_ptr<scalar_t>();
+  if (x.format == at::MemoryFormat::ChannelsLast) {
+    const int64_t row_bytes = p.stride_h * p.in_w * p.channels * sizeof(scalar_t);
+    parallel_over(p.batch * p.out_h, row_bytes, [&](int64_t b, int64_t e) { nhwc(in, o, ix, p, b, e); });
+  } else {
+    parallel_over(p.batch * p.channels, p.in_h * p.in_w * sizeof(scalar_t),
+                  [&](int64_t b, int64_t e) { nchw(in, o, ix, p, b, e); });
+  }
+  (void)k;
+}
+
 std::tuple<at::Tensor, at::Tensor> max_pool2d_impl(const at::Tensor& input, at::IntArrayRef kernel_size,
                                                    at::IntArrayRef stride, at::IntArrayRef padding,
                                                    at::IntArrayRef dilation, bool ceil_mode,
-                                                   bool with_indices, const char* op) {
+                                                   ArgmaxKind kind, const char* op) {
   const Pool2dParams p0 = check_max_pool2d(op, input, kernel_size, stride, padding, dilation, ceil_mode);
   Prepared x = prepare_input(input);
   at::Tensor out = empty_like_format({p0.batch, p0.channels, p0.out_h, p0.out_w}, x.input.options(), x.format);
+  const bool compact = kind == ArgmaxKind::Compact && p0.in_h * p0.in_w <= INT32_MAX;
   at::Tensor indices;
-  if (with_indices) {
+  if (kind != ArgmaxKind::None) {
     indices = empty_like_format({p0.batch, p0.channels, p0.out_h, p0.out_w},
-                                x.input.options().dtype(at::kLong), x.format);
+                                x.input.options().dtype(compact ? at::kInt : at::kLong), x.format);
   }
-  const Pool2dParams p = with_streaming(p0, out.nbytes() + (with_indices ? indices.nbytes() : 0));
+  const Pool2dParams p = with_streaming(p0, out.nbytes() + (indices.defined() ? indices.nbytes() : 0));
   AT_DISPATCH_FLOATING_TYPES(x.input.scalar_type(), "max_pool2d_forward_cpu", [&] {
     const auto* k = select_kernels<scalar_t>(p.in_h * p.in_w);
-    const scalar_t* in = x.input.const_data_ptr<scalar_t>();
-    scalar_t* o = out.mutable_data_ptr<scalar_t>();
-    int64_t* ix = with_indices ? indices.mutable_data_ptr<int64_t>() : nullptr;
-    if (x.format == at::MemoryFormat::ChannelsLast) {
-      const int64_t row_bytes = p.stride_h * p.in_w * p.channels * sizeof(scalar_t);
-      parallel_over(p.batch * p.out_h, row_bytes,
-                    [&](int64_t b, int64_t e) { k->max_fwd_nhwc(in, o, ix, p, b, e); });
+    if (compact) {
+      run_max_forward<scalar_t, int32_t>(k, x, p, out, indices.mutable_data_ptr<int32_t>(),
+                                         k->max_fwd_nchw_i32, k->max_fwd_nhwc_i32);
     } else {
-      parallel_over(p.batch * p.channels, p.in_h * p.in_w * sizeof(scalar_t),
-                    [&](int64_t b, int64_t e) { k->max_fwd_nchw(in, o, ix, p, b, e); });
+      run_max_forward<scalar_t, int64_t>(k, x, p, out,
+                                         indices.defined() ? indices.mutable_data_ptr<int64_t>() : nullptr,
+                                         k->max_fwd_nchw, k->max_fwd_nhwc);
     }
   });
-  return {finish(out, x.unbatched), with_indices ? finish(indices, x.unbatched) : indices};
+  return {finish(out, x.unbatched), indices.defined() ? finish(indices, x.unbatched) : indices};
 }
 
 at::Tensor max_pool2d_cpu(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                           at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
   return std::get<0>(max_pool2d_impl(input, kernel_size, stride, padding, dilation, ceil_mode,
-                                     /*with_indices=*/false, "max_pool2d"));
+                                     ArgmaxKind::None, "max_pool2d"));
 }
 
 std::tuple<at::Tensor, at::Tensor> max_pool2d_with_indices_cpu(
     const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
     at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
   return max_pool2d_impl(input, kernel_size, stride, padding, dilation, ceil_mode,
-                         /*with_indices=*/true, "max_pool2d_with_indices");
+                         ArgmaxKind::Int64, "max_pool2d_with_indices");
+}
+
+std::tuple<at::Tensor, at::Tensor> max_pool2d_with_argmax_cpu(
+    const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
+  return max_pool2d_impl(input, kernel_size, stride, padding, dilation, ceil_mode,
+                         ArgmaxKind::Compact, "max_pool2d_with_argmax");
+}
+
+template <class scalar_t, class I>
+void run_max_backward(const Prepared& x, const Pool2dParams& p, const at::Tensor& go, const at::Tensor& ix,
+                      at::Tensor& grad_input,
+                      void (*const nchw)(const scalar_t*, const I*, scalar_t*, const Pool2dParams&, int64_t, int64_t),
+                      void (*const nhwc)(const scalar_t*, const I*, scalar_t*, const Pool2dParams&, int64_t, int64_t),
+                      void (*const nhwc_scatter)(const scalar_t*, const I*, scalar_t*, const Pool2dParams&, int64_t, int64_t)) {
+  const scalar_t* g = go.const_data_ptr<scalar_t>();
+  const I* idx = ix.const_data_ptr<I>();
+  scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
+  if (x.format == at::MemoryFormat::ChannelsLast && has_empty_max_window(p)) {
+    parallel_over(p.batch, p.in_h * p.in_w * p.channels * sizeof(scalar_t),
+                  [&](int64_t b, int64_t e) { nhwc_scatter(g, idx, gi, p, b, e); });
+  } else if (x.format == at::MemoryFormat::ChannelsLast) {
+    parallel_over(p.batch * p.in_h, p.in_w * p.channels * sizeof(scalar_t),
+                  [&](int64_t b, int64_t e) { nhwc(g, idx, gi, p, b, e); });
+  } else {
+    parallel_over(p.batch * p.channels, p.in_h * p.in_w * sizeof(scalar_t),
+                  [&](int64_t b, int64_t e) { nchw(g, idx, gi, p, b, e); });
+  }
 }
 
 at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
@@ -137,7 +184,9 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
   const Pool2dParams p0 = check_max_pool2d(op, input, kernel_size, stride, padding, dilation, ceil_mode);
   check_grad_output(op, grad_output, input, p0);
   check_same_shape(op, "indices", indices, grad_output);
-  TORCH_CHECK(indices.scalar_type() == at::kLong, op, ": indices must be int64, got ", indices.scalar_type());
+  TORCH_CHECK_VALUE(indices.scalar_type() == at::kLong || indices.scalar_type() == at::kInt, op,
+                    ": indices must be int64 (or the int32 argmax of max_pool2d_with_argmax), got ",
+                    indices.scalar_type());
   Prepared x = prepare_input(input);
   const at::Tensor go = (x.unbatched ? grad_output.unsqueeze(0) : grad_output).contiguous(x.format);
   const at::Tensor ix = (x.unbatched ? indices.unsqueeze(0) : indices).contiguous(x.format);
@@ -145,18 +194,12 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
   const Pool2dParams p = with_streaming(p0, grad_input.nbytes());
   AT_DISPATCH_FLOATING_TYPES(x.input.scalar_type(), "max_pool2d_backward_cpu", [&] {
     const auto* k = select_kernels<scalar_t>(p.in_h * p.in_w);
-    const scalar_t* g = go.const_data_ptr<scalar_t>();
-    const int64_t* idx = ix.const_data_ptr<int64_t>();
-    scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
-    if (x.format == at::MemoryFormat::ChannelsLast && has_empty_max_window(p)) {
-      parallel_over(p.batch, p.in_h * p.in_w * p.channels * sizeof(scalar_t),
-                    [&](int64_t b, int64_t e) { k->max_bwd_nhwc_scatter(g, idx, gi, p, b, e); });
-    } else if (x.format == at::MemoryFormat::ChannelsLast) {
-      parallel_over(p.batch * p.in_h, p.in_w * p.channels * sizeof(scalar_t),
-                    [&](int64_t b, int64_t e) { k->max_bwd_nhwc(g, idx, gi, p, b, e); });
+    if (ix.scalar_type() == at::kInt) {
+      run_max_backward<scalar_t, int32_t>(x, p, go, ix, grad_input, k->max_bwd_nchw_i32,
+                                          k->max_bwd_nhwc_i32, k->max_bwd_nhwc_scatter_i32);
     } else {
-      parallel_over(p.batch * p.channels, p.in_h * p.in_w * sizeof(scalar_t),
-                    [&](int64_t b, int64_t e) { k->max_bwd_nchw(g, idx, gi, p, b, e); });
+      run_max_backward<scalar_t, int64_t>(x, p, go, ix, grad_input, k->max_bwd_nchw, k->max_bwd_nhwc,
+                                          k->max_bwd_nhwc_scatter);
     }
   });
   return finish(grad_input, x.unbatched);
@@ -272,6 +315,7 @@ TORCH_LIBRARY_IMPL(fastconv, CPU, m) {
   using namespace fastconv::pool;
   m.impl("max_pool2d", &max_pool2d_cpu);
   m.impl("max_pool2d_with_indices", &max_pool2d_with_indices_cpu);
+  m.impl("max_pool2d_with_argmax", &max_pool2d_with_argmax_cpu);
   m.impl("max_pool2d_backward", &max_pool2d_backward_cpu);
   m.impl("avg_pool2d", &avg_pool2d_cpu);
   m.impl("avg_pool2d_backward", &avg_pool2d_backward_cpu);

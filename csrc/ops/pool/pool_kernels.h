@@ -28,6 +28,19 @@ struct PoolKernels {
   void (*max_bwd_nhwc_scatter)(const T* grad_out, const int64_t* indices, T* grad_in,
                                const Pool2dParams& p, int64_t image_begin, int64_t image_end);
 
+  // The same five with int32 argmax indices: the training path's internal format when a
+  // plane has fewer than 2^31 cells (half the index traffic of torch's int64).
+  void (*max_fwd_nchw_i32)(const T* in, T* out, int32_t* indices, const Pool2dParams& p,
+                           int64_t plane_begin, int64_t plane_end);
+  void (*max_fwd_nhwc_i32)(const T* in, T* out, int32_t* indices, const Pool2dParams& p,
+                           int64_t row_begin, int64_t row_end);
+  void (*max_bwd_nchw_i32)(const T* grad_out, const int32_t* indices, T* grad_in,
+                           const Pool2dParams& p, int64_t plane_begin, int64_t plane_end);
+  void (*max_bwd_nhwc_i32)(const T* grad_out, const int32_t* indices, T* grad_in,
+                           const Pool2dParams& p, int64_t row_begin, int64_t row_end);
+  void (*max_bwd_nhwc_scatter_i32)(const T* grad_out, const int32_t* indices, T* grad_in,
+                                   const Pool2dParams& p, int64_t image_begin, int64_t image_end);
+
   void (*avg_fwd_nchw)(const T* in, T* out, const Pool2dParams& p, int64_t plane_begin,
                        int64_t plane_end);
   void (*avg_fwd_nhwc)(const T* in, T* out, const Pool2dParams& p, int64_t row_begin,

@@ -27,8 +27,8 @@ template <class S, class T>
 FASTCONV_ALWAYS_INLINE void put(const Pool2dParams& p, T* dst, typename S::V v, int n) {
   if (p.stream_output) S::stream_n(dst, v, n); else S::store_n(dst, v, n);
 }
-template <class S>
-FASTCONV_ALWAYS_INLINE void put_idx(const Pool2dParams& p, int64_t* dst, typename S::VI v, int n) {
+template <class S, class I>
+FASTCONV_ALWAYS_INLINE void put_idx(const Pool2dParams& p, I* dst, typename S::VI v, int n) {
   if (p.stream_output) S::stream_idx_n(dst, v, n); else S::store_idx_n(dst, v, n);
 }
 // Non-temporal stores are weakly ordered: fence before the slice is reported done.
@@ -148,8 +148,8 @@ FASTCONV_ALWAYS_INLINE void max_update(typename S::V v, typename S::V& best, typ
 // kKW / kSW: compile-time kernel width and stride for the common shapes (2x2/2, 3x3/2,
 // 3x3/1), so the tap loop of the hot chunks unrolls into straight-line loads; 0 means "read
 // from p" (any shape, dilation included).
-template <class T, bool kIndices, int kKW, int kSW>
-void max_fwd_nchw_impl(const T* in, T* out, int64_t* indices, const Pool2dParams& p, int64_t b,
+template <class T, class I, bool kIndices, int kKW, int kSW>
+void max_fwd_nchw_impl(const T* in, T* out, I* indices, const Pool2dParams& p, int64_t b,
                        int64_t e) {
   using S = typename SimdFor<T>::type;
   const int64_t kernel_w = kKW ? kKW : p.kernel_w, stride_w = kSW ? kSW : p.stride_w;
@@ -170,7 +170,7 @@ void max_fwd_nchw_impl(const T* in, T* out, int64_t* indices, const Pool2dParams
     for (int64_t oh = 0; oh < p.out_h; ++oh) {
       const MaxWindow wh = pool::max_window(oh, p.stride_h, p.pad_h, p.kernel_h, p.dilation_h, p.in_h);
       T* dst = out + plane * plane_out + oh * p.out_w;
-      int64_t* dst_i = kIndices ? indices + plane * plane_out + oh * p.out_w : nullptr;
+      I* dst_i = kIndices ? indices + plane * plane_out + oh * p.out_w : nullptr;
       prefetch_rows_for(src, oh + 2, p, p.dilation_h, p.in_w);
       for (int64_t ow = 0, c = 0; ow < p.out_w; ow += S::W, ++c) {
         const int n = static_cast<int>(p.out_w - ow < S::W ? p.out_w - ow : S::W);
@@ -227,23 +227,23 @@ void max_fwd_nchw_impl(const T* in, T* out, int64_t* indices, const Pool2dParams
   delete[] col_start;
 }
 
-template <class T, bool kIndices>
-void max_fwd_nchw(const T* in, T* out, int64_t* indices, const Pool2dParams& p, int64_t b, int64_t e) {
+template <class T, class I, bool kIndices>
+void max_fwd_nchw(const T* in, T* out, I* indices, const Pool2dParams& p, int64_t b, int64_t e) {
   if (p.dilation_w == 1 && p.kernel_w == 2 && p.stride_w == 2) {
-    max_fwd_nchw_impl<T, kIndices, 2, 2>(in, out, indices, p, b, e);
+    max_fwd_nchw_impl<T, I, kIndices, 2, 2>(in, out, indices, p, b, e);
   } else if (p.dilation_w == 1 && p.kernel_w == 3 && p.stride_w == 2) {
-    max_fwd_nchw_impl<T, kIndices, 3, 2>(in, out, indices, p, b, e);
+    max_fwd_nchw_impl<T, I, kIndices, 3, 2>(in, out, indices, p, b, e);
   } else if (p.dilation_w == 1 && p.kernel_w == 3 && p.stride_w == 1) {
-    max_fwd_nchw_impl<T, kIndices, 3, 1>(in, out, indices, p, b, e);
+    max_fwd_nchw_impl<T, I, kIndices, 3, 1>(in, out, indices, p, b, e);
   } else {
-    max_fwd_nchw_impl<T, kIndices, 0, 0>(in, out, indices, p, b, e);
+    max_fwd_nchw_impl<T, I, kIndices, 0, 0>(in, out, indices, p, b, e);
   }
 }
 
 // ---------------------------------------------------------------- max pooling, NHWC
 
-template <class T, bool kIndices>
-void max_fwd_nhwc(const T* in, T* out, int64_t* indices, const Pool2dParams& p, int64_t b,
+template <class T, class I, bool kIndices>
+void max_fwd_nhwc(const T* in, T* out, I* indices, const Pool2dParams& p, int64_t b,
                   int64_t e) {
   using S = typename SimdFor<T>::type;
   const int64_t C = p.channels;
@@ -292,15 +292,15 @@ FASTCONV_ALWAYS_INLINE T avg_divisor(const Pool2dParams& p, const AvgWindow& wh,
                                  : static_cast<T>(wh.count * ww.count);
 }
 
-template <class T>
-void max_bwd_nchw(const T* grad_out, const int64_t* indices, T* grad_in, const Pool2dParams& p,
+template <class T, class I>
+void max_bwd_nchw(const T* grad_out, const I* indices, T* grad_in, const Pool2dParams& p,
                   int64_t b, int64_t e) {
   const int64_t plane_in = p.in_h * p.in_w, plane_out = p.out_h * p.out_w;
   for (int64_t plane = b; plane < e; ++plane) {
     T* gi = grad_in + plane * plane_in;
     std::memset(gi, 0, sizeof(T) * plane_in);
     const T* go = grad_out + plane * plane_out;
-    const int64_t* ix = indices + plane * plane_out;
+    const I* ix = indices + plane * plane_out;
     // A window that lies wholly in the padding (possible with dilation) has torch's argmax
     // pointing past the plane; it carries no gradient, and must not be written.
     for (int64_t i = 0; i < plane_out; ++i) {
@@ -328,8 +328,8 @@ FASTCONV_ALWAYS_INLINE Covering covering_outputs(int64_t i, int64_t stride, int6
 // read-modify-write, and rows of the batch can be split across threads freely.
 // Precondition: no window is empty (else an argmax may point outside its window; the
 // glue then uses the scatter kernel below).
-template <class T>
-void max_bwd_nhwc(const T* grad_out, const int64_t* indices, T* grad_in, const Pool2dParams& p,
+template <class T, class I>
+void max_bwd_nhwc(const T* grad_out, const I* indices, T* grad_in, const Pool2dParams& p,
                   int64_t b, int64_t e) {
   using S = typename SimdFor<T>::type;
   const int64_t C = p.channels;
@@ -337,7 +337,7 @@ void max_bwd_nhwc(const T* grad_out, const int64_t* indices, T* grad_in, const P
     const int64_t n = r / p.in_h, ih = r % p.in_h;
     const Covering rows = covering_outputs(ih, p.stride_h, p.pad_h, p.kernel_h, p.dilation_h, p.out_h);
     const T* go = grad_out + n * p.out_h * p.out_w * C;
-    const int64_t* ix = indices + n * p.out_h * p.out_w * C;
+    const I* ix = indices + n * p.out_h * p.out_w * C;
     for (int64_t iw = 0; iw < p.in_w; ++iw) {
       const Covering cols = covering_outputs(iw, p.stride_w, p.pad_w, p.kernel_w, p.dilation_w, p.out_w);
       const int64_t cell = ih * p.in_w + iw;
@@ -360,15 +360,15 @@ void max_bwd_nhwc(const T* grad_out, const int64_t* indices, T* grad_in, const P
 
 // Scatter form for the rare shapes with empty windows: torch sends such a window's gradient
 // to its (out-of-window) argmax when that lies inside the image, so do the same, checked.
-template <class T>
-void max_bwd_nhwc_scatter(const T* grad_out, const int64_t* indices, T* grad_in,
+template <class T, class I>
+void max_bwd_nhwc_scatter(const T* grad_out, const I* indices, T* grad_in,
                           const Pool2dParams& p, int64_t b, int64_t e) {
   const int64_t C = p.channels, cells = p.in_h * p.in_w;
   for (int64_t n = b; n < e; ++n) {
     T* gi = grad_in + n * cells * C;
     std::memset(gi, 0, sizeof(T) * cells * C);
     const T* go = grad_out + n * p.out_h * p.out_w * C;
-    const int64_t* ix = indices + n * p.out_h * p.out_w * C;
+    const I* ix = indices + n * p.out_h * p.out_w * C;
     for (int64_t o = 0; o < p.out_h * p.out_w; ++o) {
       for (int64_t c = 0; c < C; ++c) {
         const int64_t cell = ix[o * C + c];
@@ -755,23 +755,25 @@ void adaptive_avg_bwd_nhwc(const T* grad_out, T* grad_in, const Pool2dParams& p,
   }
 }
 
-template <class T>
-void max_fwd_nchw_dispatch(const T* in, T* out, int64_t* idx, const Pool2dParams& p, int64_t b, int64_t e) {
-  if (idx != nullptr) max_fwd_nchw<T, true>(in, out, idx, p, b, e);
-  else max_fwd_nchw<T, false>(in, out, idx, p, b, e);
+template <class T, class I>
+void max_fwd_nchw_dispatch(const T* in, T* out, I* idx, const Pool2dParams& p, int64_t b, int64_t e) {
+  if (idx != nullptr) max_fwd_nchw<T, I, true>(in, out, idx, p, b, e);
+  else max_fwd_nchw<T, I, false>(in, out, idx, p, b, e);
 }
 
-template <class T>
-void max_fwd_nhwc_dispatch(const T* in, T* out, int64_t* idx, const Pool2dParams& p, int64_t b, int64_t e) {
-  if (idx != nullptr) max_fwd_nhwc<T, true>(in, out, idx, p, b, e);
-  else max_fwd_nhwc<T, false>(in, out, idx, p, b, e);
+template <class T, class I>
+void max_fwd_nhwc_dispatch(const T* in, T* out, I* idx, const Pool2dParams& p, int64_t b, int64_t e) {
+  if (idx != nullptr) max_fwd_nhwc<T, I, true>(in, out, idx, p, b, e);
+  else max_fwd_nhwc<T, I, false>(in, out, idx, p, b, e);
 }
 
 template <class T>
 const pool::PoolKernels<T>* make_table() {
   static const pool::PoolKernels<T> table = {
-      &max_fwd_nchw_dispatch<T>, &max_fwd_nhwc_dispatch<T>, &max_bwd_nchw<T>, &max_bwd_nhwc<T>,
-      &max_bwd_nhwc_scatter<T>,
+      &max_fwd_nchw_dispatch<T, int64_t>, &max_fwd_nhwc_dispatch<T, int64_t>,
+      &max_bwd_nchw<T, int64_t>, &max_bwd_nhwc<T, int64_t>, &max_bwd_nhwc_scatter<T, int64_t>,
+      &max_fwd_nchw_dispatch<T, int32_t>, &max_fwd_nhwc_dispatch<T, int32_t>,
+      &max_bwd_nchw<T, int32_t>, &max_bwd_nhwc<T, int32_t>, &max_bwd_nhwc_scatter<T, int32_t>,
       &avg_fwd_nchw<T>,          &avg_fwd_nhwc<T>,          &avg_bwd_nchw<T>, &avg_bwd_nhwc<T>,
       &adaptive_avg_fwd_nchw<T>, &adaptive_avg_fwd_nhwc<T>, &adaptive_avg_bwd_nchw<T>,
       &adaptive_avg_bwd_nhwc<T>,
