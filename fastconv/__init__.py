@@ -11,7 +11,13 @@ import os as _os
 
 import torch as _torch  # noqa: F401  (loads libtorch before our extension)
 
-from . import _C  # registers torch.ops.fastconv.* (the schema table lives in the .so)
+try:
+    from . import _C  # registers torch.ops.fastconv.* (the schema table lives in the .so)
+except ImportError as _e:  # pragma: no cover - only without a build
+    raise ImportError(
+        "fastconv's native extension (fastconv._C) is not built or does not match this torch: "
+        f"{_e}. Build it with `pip install --no-build-isolation -e .` (or scripts/bootstrap.sh) "
+        "in the source tree.") from _e
 
 __version__ = _C.build_info()["version"]
 

@@ -581,80 +581,53 @@ void test_max_pool(const PoolKernels<T>* kt, const Case& k, const Shape4& is, co
     const std::string d = sig ? fault_detail(sig) : diff_exact(out.data(), want.data(), l, os);
     record(d.empty(), describe(k.isa, dtype_name<T>(), "max_fwd", k, is, w) + " data=" + data_name(data), d);
   }
-  {  // forward with indices
-    GuardedBuffer<T> out(os.numel(), k.align);
-    GuardedBuffer<int64_t> idx(os.numel(), k.align);
-    out.fill(sentinel<T>());
-    idx.fill(-7);
-    const int sig = run_sliced(fwd_units, [&](int64_t b, int64_t e) { fwd(in.data(), out.data(), idx.data(), p, b, e); });
-    const std::string d = sig ? fault_detail(sig)
-                              : diff_exact(out.data(), want.data(), l, os) +
-                                    diff_indices(idx.data(), want_idx.data(), l, os);
-    record(d.empty(), describe(k.isa, dtype_name<T>(), "max_fwd_with_indices", k, is, w) + " data=" + data_name(data), d);
-  }
-  {  // forward with the training path's int32 argmax
-    GuardedBuffer<T> out(os.numel(), k.align);
-    GuardedBuffer<int32_t> idx(os.numel(), k.align);
-    out.fill(sentinel<T>());
-    idx.fill(-7);
-    auto fwd32 = l == Layout::NCHW ? kt->max_fwd_nchw_i32 : kt->max_fwd_nhwc_i32;
-    const int sig = run_sliced(fwd_units, [&](int64_t b, int64_t e) { fwd32(in.data(), out.data(), idx.data(), p, b, e); });
-    const std::string d = sig ? fault_detail(sig)
-                              : diff_exact(out.data(), want.data(), l, os) +
-                                    diff_indices(idx.data(), want_idx.data(), l, os);
-    record(d.empty(), describe(k.isa, dtype_name<T>(), "max_fwd_with_argmax32", k, is, w) + " data=" + data_name(data), d);
-  }
-  {  // backward from int32 argmax
-    GuardedBuffer<T> go(os.numel(), k.align);
-    GuardedBuffer<int32_t> idx(os.numel(), k.align);
-    fill_data(go.data(), os.numel(), Data::Uniform, rng);
-    for (int64_t i = 0; i < os.numel(); ++i) idx.data()[i] = static_cast<int32_t>(want_idx[i]);
-    go.make_read_only();
-    idx.make_read_only();
-    std::vector<int64_t> idx64(want_idx.begin(), want_idx.end());
-    std::vector<double> want_gi(is.numel());
-    ref_max_bwd(l, is, os, go.data(), idx64.data(), want_gi.data());
-    using BwdFn = void (*)(const T*, const int32_t*, T*, const Pool2dParams&, int64_t, int64_t);
-    auto check = [&](const char* op, BwdFn bwd, int64_t units) {
-      GuardedBuffer<T> gi(is.numel(), k.align);
-      gi.fill(sentinel<T>());
-      const int sig = run_sliced(units, [&](int64_t b, int64_t e) { bwd(go.data(), idx.data(), gi.data(), p, b, e); });
-      const std::string d = sig ? fault_detail(sig) : diff_close(gi.data(), want_gi.data(), l, is);
-      record(d.empty(), describe(k.isa, dtype_name<T>(), op, k, is, w) + " data=" + data_name(data), d);
-    };
-    if (l == Layout::NCHW) {
-      check("max_bwd_argmax32", kt->max_bwd_nchw_i32, is.n * is.c);
-    } else {
-      if (!has_empty_window(is, os, w)) check("max_bwd_argmax32", kt->max_bwd_nhwc_i32, is.n * is.h);
-      check("max_bwd_scatter_argmax32", kt->max_bwd_nhwc_scatter_i32, is.n);
+  // Forward with an argmax and backward from it, for torch's int64 indices and for the
+  // training path's int32 argmax: the same checks through the two kernel sets.
+  auto with_index_type = [&](auto index_tag, const char* suffix, auto fwd_nchw, auto fwd_nhwc,
+                             auto bwd_nchw, auto bwd_nhwc, auto bwd_scatter) {
+    using I = decltype(index_tag);
+    const std::string s(suffix);
+    {
+      GuardedBuffer<T> out(os.numel(), k.align);
+      GuardedBuffer<I> idx(os.numel(), k.align);
+      out.fill(sentinel<T>());
+      idx.fill(-7);
+      auto fwd_i = l == Layout::NCHW ? fwd_nchw : fwd_nhwc;
+      const int sig = run_sliced(fwd_units, [&](int64_t b, int64_t e) { fwd_i(in.data(), out.data(), idx.data(), p, b, e); });
+      const std::string d = sig ? fault_detail(sig)
+                                : diff_exact(out.data(), want.data(), l, os) +
+                                      diff_indices(idx.data(), want_idx.data(), l, os);
+      record(d.empty(), describe(k.isa, dtype_name<T>(), ("max_fwd_with_indices" + s).c_str(), k, is, w) + " data=" + data_name(data), d);
     }
-  }
-  {  // backward, from the reference indices
     GuardedBuffer<T> go(os.numel(), k.align);
-    GuardedBuffer<int64_t> idx(os.numel(), k.align);
+    GuardedBuffer<I> idx(os.numel(), k.align);
     fill_data(go.data(), os.numel(), Data::Uniform, rng);
-    std::copy(want_idx.begin(), want_idx.end(), idx.data());
+    for (int64_t i = 0; i < os.numel(); ++i) idx.data()[i] = static_cast<I>(want_idx[i]);
     go.make_read_only();
     idx.make_read_only();
     std::vector<double> want_gi(is.numel());
-    ref_max_bwd(l, is, os, go.data(), idx.data(), want_gi.data());
-    using BwdFn = void (*)(const T*, const int64_t*, T*, const Pool2dParams&, int64_t, int64_t);
-    auto check = [&](const char* op, BwdFn bwd, int64_t units) {
+    ref_max_bwd(l, is, os, go.data(), want_idx.data(), want_gi.data());
+    using BwdFn = void (*)(const T*, const I*, T*, const Pool2dParams&, int64_t, int64_t);
+    auto check = [&](const std::string& op, BwdFn bwd, int64_t units) {
       GuardedBuffer<T> gi(is.numel(), k.align);
       gi.fill(sentinel<T>());
       const int sig = run_sliced(units, [&](int64_t b, int64_t e) { bwd(go.data(), idx.data(), gi.data(), p, b, e); });
       const std::string d = sig ? fault_detail(sig) : diff_close(gi.data(), want_gi.data(), l, is);
-      record(d.empty(), describe(k.isa, dtype_name<T>(), op, k, is, w) + " data=" + data_name(data), d);
+      record(d.empty(), describe(k.isa, dtype_name<T>(), (op + s).c_str(), k, is, w) + " data=" + data_name(data), d);
     };
     if (l == Layout::NCHW) {
-      check("max_bwd", kt->max_bwd_nchw, is.n * is.c);
+      check("max_bwd", bwd_nchw, is.n * is.c);
     } else {
       // The gather kernel (sliced over input rows) needs every window non-empty; the scatter
       // kernel (sliced over images) takes every shape.
-      if (!has_empty_window(is, os, w)) check("max_bwd", kt->max_bwd_nhwc, is.n * is.h);
-      check("max_bwd_scatter", kt->max_bwd_nhwc_scatter, is.n);
+      if (!has_empty_window(is, os, w)) check("max_bwd", bwd_nhwc, is.n * is.h);
+      check("max_bwd_scatter", bwd_scatter, is.n);
     }
-  }
+  };
+  with_index_type(int64_t{}, "", kt->max_fwd_nchw, kt->max_fwd_nhwc, kt->max_bwd_nchw,
+                  kt->max_bwd_nhwc, kt->max_bwd_nhwc_scatter);
+  with_index_type(int32_t{}, "_argmax32", kt->max_fwd_nchw_i32, kt->max_fwd_nhwc_i32,
+                  kt->max_bwd_nchw_i32, kt->max_bwd_nhwc_i32, kt->max_bwd_nhwc_scatter_i32);
 }
 
 template <class T>
