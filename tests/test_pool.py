@@ -327,9 +327,9 @@ BAD_CALLS = [
     ("input must be 3-D", lambda x: fastconv.adaptive_avg_pool2d(x[0, 0], 2)),
     ("non-zero", lambda x: fastconv.max_pool2d(x[:, :0], 2)),
     ("non-zero", lambda x: fastconv.adaptive_avg_pool2d(x[:, :, :0], 2)),
-    ("float32 or float64", lambda x: fastconv.max_pool2d(x.long(), 2)),
-    ("float32 or float64", lambda x: fastconv.avg_pool2d(x.int(), 2)),
-    ("float32 or float64", lambda x: fastconv.global_avg_pool2d(x.to(torch.int8))),
+    ("float32, float64, bfloat16 or float16", lambda x: fastconv.max_pool2d(x.long(), 2)),
+    ("float32, float64, bfloat16 or float16", lambda x: fastconv.avg_pool2d(x.int(), 2)),
+    ("float32, float64, bfloat16 or float16", lambda x: fastconv.global_avg_pool2d(x.to(torch.int8))),
     ("output_size", lambda x: fastconv.adaptive_avg_pool2d(x, (-1, 2))),
     ("output_size", lambda x: fastconv.adaptive_avg_pool2d(x, (1, 2, 3))),
     ("input must be a torch.Tensor", lambda x: fastconv.max_pool2d(x.tolist(), 2)),
@@ -442,3 +442,30 @@ def test_window_entirely_in_padding(cpu_capability):
         expected = torch.zeros(2, 5, plane).scatter_add_(
             -1, torch.where(valid, ref_idx, 0).flatten(-2), valid.to(x.dtype).flatten(-2)).view_as(x)
         assert_same_result(xg.grad.contiguous(), expected.contiguous())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_reduced_precision_matches_torch(dtype, layout):
+    x = to_layout(torch.randn(2, 5, 13, 11).to(dtype), layout)
+    x[0, 0, 0, 0] = float("nan")
+    out, idx = fastconv.max_pool2d(x, 3, 2, 1, return_indices=True)
+    ref, ref_idx = F.max_pool2d(x, 3, 2, 1, return_indices=True)
+    assert_same_result(out, ref, rtol=0, atol=0)
+    assert torch.equal(idx, ref_idx)
+    xf = x.nan_to_num()
+    assert_same_result(fastconv.avg_pool2d(xf, 3, 2, 1), F.avg_pool2d(xf, 3, 2, 1))
+    assert_same_result(fastconv.adaptive_avg_pool2d(xf, (4, 3)), F.adaptive_avg_pool2d(xf, (4, 3)))
+    for ours, theirs in [(lambda t: fastconv.max_pool2d(t, 3, 2, 1), lambda t: F.max_pool2d(t, 3, 2, 1)),
+                         (lambda t: fastconv.avg_pool2d(t, 3, 2, 1), lambda t: F.avg_pool2d(t, 3, 2, 1)),
+                         (fastconv.global_avg_pool2d, lambda t: F.adaptive_avg_pool2d(t, 1))]:
+        # torch accumulates overlapping windows' gradients in the low precision; we accumulate
+        # in float32 and round once. The house rule: our error against float64 is at most twice
+        # torch's own.
+        _, g_exact = grad_of(theirs, xf.double())
+        _, g_torch = grad_of(theirs, xf)
+        _, g = grad_of(ours, xf)
+        assert g.dtype == dtype and g.stride() == g_torch.stride()
+        err_ours = (g.double() - g_exact).abs().max()
+        err_torch = (g_torch.double() - g_exact).abs().max()
+        assert err_ours <= 2 * err_torch + 1e-12, (err_ours, err_torch)

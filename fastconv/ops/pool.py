@@ -46,8 +46,8 @@ def _check_input(op, input):
     if any(s == 0 for s in input.shape[-3:]):
         raise ValueError(f"{op}: input must have non-zero C, H and W (only N may be 0), got shape "
                          f"{list(input.shape)}")
-    if input.dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"{op}: input must be float32 or float64, got {input.dtype}")
+    if input.dtype not in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+        raise ValueError(f"{op}: input must be float32, float64, bfloat16 or float16, got {input.dtype}")
 
 
 def _window_shape(op, input, kernel_size, stride, padding, dilation, ceil_mode):
@@ -283,7 +283,8 @@ def max_pool2d(input: torch.Tensor, kernel_size: IntOrPair, stride: Optional[Int
                return_indices: bool = False):
     """2-D max pooling, as ``torch.nn.functional.max_pool2d``.
 
-    input: ``(N, C, H, W)`` or ``(C, H, W)``, float32 or float64, NCHW or channels_last.
+    input: ``(N, C, H, W)`` or ``(C, H, W)``, float32 or float64 (bfloat16 / float16 are
+    computed in float32 and rounded back, as torch does), NCHW or channels_last.
     Returns ``(N, C, H_out, W_out)`` (and int64 indices into each ``H*W`` plane of the same
     shape when ``return_indices``). NaN propagates; ties keep the first maximum in row-major
     order, so indices equal torch's.

@@ -84,6 +84,14 @@ Pool2dParams with_streaming(Pool2dParams p, int64_t output_bytes) {
   return p;
 }
 
+// bfloat16 / float16: the kernels run in float32 on converted copies and the results are
+// rounded back, exactly what torch's own CPU kernels compute (they accumulate in float32 too);
+// correct everywhere, without a speed claim.
+bool reduced_precision(const at::Tensor& t) {
+  return t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf;
+}
+at::Tensor widened(const at::Tensor& t) { return t.to(at::kFloat); }
+
 // --------------------------------------------------------------------------- max pooling
 
 // Which argmax a forward keeps: none (inference), torch's int64 (returned to users), or the
@@ -112,6 +120,11 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_impl(const at::Tensor& input, at::
                                                    at::IntArrayRef dilation, bool ceil_mode,
                                                    ArgmaxKind kind, const char* op) {
   const Pool2dParams p0 = check_max_pool2d(op, input, kernel_size, stride, padding, dilation, ceil_mode);
+  if (reduced_precision(input)) {
+    auto [out, indices] = max_pool2d_impl(widened(input), kernel_size, stride, padding, dilation,
+                                          ceil_mode, kind, op);
+    return {out.to(input.scalar_type()), indices};
+  }
   Prepared x = prepare_input(input);
   at::Tensor out = empty_like_format({p0.batch, p0.channels, p0.out_h, p0.out_w}, x.input.options(), x.format);
   const bool compact = kind == ArgmaxKind::Compact && p0.in_h * p0.in_w <= INT32_MAX;
@@ -184,6 +197,10 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
   const Pool2dParams p0 = check_max_pool2d(op, input, kernel_size, stride, padding, dilation, ceil_mode);
   check_grad_output(op, grad_output, input, p0);
   check_same_shape(op, "indices", indices, grad_output);
+  if (reduced_precision(input)) {
+    return max_pool2d_backward_cpu(widened(grad_output), widened(input), indices, kernel_size, stride,
+                                   padding, dilation, ceil_mode).to(input.scalar_type());
+  }
   TORCH_CHECK_VALUE(indices.scalar_type() == at::kLong || indices.scalar_type() == at::kInt, op,
                     ": indices must be int64 (or the int32 argmax of max_pool2d_with_argmax), got ",
                     indices.scalar_type());
@@ -212,6 +229,10 @@ at::Tensor avg_pool2d_cpu(const at::Tensor& input, at::IntArrayRef kernel_size, 
                           std::optional<int64_t> divisor_override) {
   const Pool2dParams p0 = check_avg_pool2d("avg_pool2d", input, kernel_size, stride, padding, ceil_mode,
                                            count_include_pad, divisor_override);
+  if (reduced_precision(input)) {
+    return avg_pool2d_cpu(widened(input), kernel_size, stride, padding, ceil_mode, count_include_pad,
+                          divisor_override).to(input.scalar_type());
+  }
   Prepared x = prepare_input(input);
   at::Tensor out = empty_like_format({p0.batch, p0.channels, p0.out_h, p0.out_w}, x.input.options(), x.format);
   const Pool2dParams p = with_streaming(p0, out.nbytes());
@@ -239,6 +260,10 @@ at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
   const Pool2dParams p0 = check_avg_pool2d(op, input, kernel_size, stride, padding, ceil_mode,
                                            count_include_pad, divisor_override);
   check_grad_output(op, grad_output, input, p0);
+  if (reduced_precision(input)) {
+    return avg_pool2d_backward_cpu(widened(grad_output), widened(input), kernel_size, stride, padding,
+                                   ceil_mode, count_include_pad, divisor_override).to(input.scalar_type());
+  }
   Prepared x = prepare_input(input);
   const at::Tensor go = (x.unbatched ? grad_output.unsqueeze(0) : grad_output).contiguous(x.format);
   at::Tensor grad_input = empty_like_format(x.input.sizes(), x.input.options(), x.format);
@@ -262,6 +287,9 @@ at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
 
 at::Tensor adaptive_avg_pool2d_cpu(const at::Tensor& input, at::IntArrayRef output_size) {
   const Pool2dParams p = check_adaptive_avg_pool2d("adaptive_avg_pool2d", input, output_size);
+  if (reduced_precision(input)) {
+    return adaptive_avg_pool2d_cpu(widened(input), output_size).to(input.scalar_type());
+  }
   Prepared x = prepare_input(input);
   at::Tensor out = empty_like_format({p.batch, p.channels, p.out_h, p.out_w}, x.input.options(), x.format);
   if (out.numel() == 0) return finish(out, x.unbatched);
@@ -288,6 +316,9 @@ at::Tensor adaptive_avg_pool2d_backward_cpu(const at::Tensor& grad_output, const
   const Pool2dParams p = check_adaptive_avg_pool2d(
       op, input, {grad_output.size(d - 2), grad_output.size(d - 1)});
   check_grad_output(op, grad_output, input, p);
+  if (reduced_precision(input)) {
+    return adaptive_avg_pool2d_backward_cpu(widened(grad_output), widened(input)).to(input.scalar_type());
+  }
   Prepared x = prepare_input(input);
   const at::Tensor go = (x.unbatched ? grad_output.unsqueeze(0) : grad_output).contiguous(x.format);
   at::Tensor grad_input = empty_like_format(x.input.sizes(), x.input.options(), x.format);

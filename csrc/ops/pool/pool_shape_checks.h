@@ -25,8 +25,9 @@ inline void check_pool_input(const char* op, const at::Tensor& input) {
     TORCH_CHECK_VALUE(input.size(d) > 0, op, ": input must have non-zero C, H and W (only N may be 0), got shape ",
                       input.sizes());
   }
-  TORCH_CHECK_VALUE(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble, op,
-                    ": input must be float32 or float64, got ", input.scalar_type());
+  const auto t = input.scalar_type();
+  TORCH_CHECK_VALUE(t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf, op,
+                    ": input must be float32, float64, bfloat16 or float16, got ", t);
 }
 
 inline Pool2dParams base_params(const at::Tensor& input) {
