@@ -283,7 +283,8 @@ def test_opcheck(x):
         torch.library.opcheck(op, args)
 
 
-def test_torch_compile_fullgraph():
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_torch_compile_fullgraph(backend):
     torch._dynamo.reset()
 
     def net(x):
@@ -296,7 +297,7 @@ def test_torch_compile_fullgraph():
         y = F.avg_pool2d(y, 2, 1, ceil_mode=True, count_include_pad=False)
         return F.adaptive_avg_pool2d(y, 1).flatten(-3)
 
-    compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(net, fullgraph=True, backend=backend)
     x = torch.randn(2, 4, 15, 13, requires_grad=True)
     y = compiled(x)
     torch.testing.assert_close(y, ref(x))
@@ -305,6 +306,15 @@ def test_torch_compile_fullgraph():
     x.grad = None
     ref(x).sum().backward()
     torch.testing.assert_close(g, x.grad)
+
+
+def test_torch_export():
+    model = torch.nn.Sequential(fastconv.nn.MaxPool2d(3, 2, 1), fastconv.nn.AvgPool2d(2),
+                                fastconv.nn.AdaptiveAvgPool2d(1))
+    x = torch.randn(2, 4, 15, 13)
+    ep = torch.export.export(model, (x,))
+    assert "torch.ops.fastconv.max_pool2d" in ep.graph_module.code
+    torch.testing.assert_close(ep.module()(x), model(x))
 
 
 # ----------------------------------------------------------------------------- bad input
