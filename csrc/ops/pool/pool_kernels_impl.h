@@ -118,6 +118,9 @@ FASTCONV_ALWAYS_INLINE void prefetch_pixels_for(const T* img, int64_t oh_ahead, 
 template <class T>
 FASTCONV_ALWAYS_INLINE void prefetch_rows_for(const T* plane, int64_t oh_ahead, const Pool2dParams& p,
                                               int64_t dilation_h, int64_t row_elems) {
+  // Short rows make a plane one near-sequential stream, which the hardware follows well on its
+  // own; extra prefetches there only cost issue slots (AlexNet's 55-wide rows: 12% slower).
+  if (row_elems * static_cast<int64_t>(sizeof(T)) < 512) return;
   const int64_t last = oh_ahead * p.stride_h - p.pad_h + (p.kernel_h - 1) * dilation_h;
   const int64_t first = last - (p.stride_h < p.kernel_h ? p.stride_h : p.kernel_h) + 1;
   const int64_t row_bytes = row_elems * static_cast<int64_t>(sizeof(T));
