@@ -148,16 +148,26 @@ def _adaptive_avg_pool2d_backward_fake(grad_output, input):
 # Formulas are written once here and shared by the custom-op registrations (used by the
 # functional API and torch.compile) and the user-facing torch.autograd.Function classes.
 
+def _below_autograd(op, *args):
+    # The backward ops carry autograd formulas of their own (double backward). In a plain
+    # backward pass (grad mode off) that layer has nothing to record, yet going through it
+    # costs more than the kernel of a small op: dispatch straight to the backend instead.
+    if torch.is_grad_enabled():
+        return op(*args)
+    with torch._C._AutoDispatchBelowAutograd():
+        return op(*args)
+
+
 def _max_pool_grad(grad_output, input, indices, params):
-    return _ops.max_pool2d_backward.default(grad_output, input, indices, *params)
+    return _below_autograd(_ops.max_pool2d_backward.default, grad_output, input, indices, *params)
 
 
 def _avg_pool_grad(grad_output, input, params):
-    return _ops.avg_pool2d_backward.default(grad_output, input, *params)
+    return _below_autograd(_ops.avg_pool2d_backward.default, grad_output, input, *params)
 
 
 def _adaptive_avg_pool_grad(grad_output, input):
-    return _ops.adaptive_avg_pool2d_backward.default(grad_output, input)
+    return _below_autograd(_ops.adaptive_avg_pool2d_backward.default, grad_output, input)
 
 
 def _setup_max_pool_with_indices(ctx, inputs, output):
