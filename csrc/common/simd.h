@@ -64,6 +64,10 @@ struct ScalarSimd {
   static void fence() {}
   static M ieq(VI a, int64_t b) { return a == b; }
   static V mask_add(M m, V acc, V x) { return m ? acc + x : acc; }
+  // With lo = p[0 .. W), hi = p[W .. 2W): lane j of evens is p[2j], of odds p[2j + 1].
+  static V evens(V lo, V) { return lo; }
+  static V odds(V, V hi) { return hi; }
+  static bool any_lane(M m) { return m; }
   static T reduce_add(V v) { return v; }
 };
 
@@ -192,6 +196,13 @@ struct FloatSimd {
   }
   static void fence() { _mm_sfence(); }
   static V mask_add(M m, V acc, V x) { return _mm512_mask_add_ps(acc, m, acc, x); }
+  static V evens(V lo, V hi) {
+    return _mm512_permutex2var_ps(lo, _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0), hi);
+  }
+  static V odds(V lo, V hi) {
+    return _mm512_permutex2var_ps(lo, _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1), hi);
+  }
+  static bool any_lane(M m) { return m != 0; }
   static float reduce_add(V v) { return _mm512_reduce_add_ps(v); }
 };
 
@@ -317,6 +328,15 @@ struct FloatSimd {
   }
   static void fence() { _mm_sfence(); }
   static V mask_add(M m, V acc, V x) { return _mm256_blendv_ps(acc, _mm256_add_ps(acc, x), m); }
+  static V evens(V lo, V hi) {
+    const V e = _mm256_shuffle_ps(lo, hi, 0x88);  // lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8));
+  }
+  static V odds(V lo, V hi) {
+    const V o = _mm256_shuffle_ps(lo, hi, 0xDD);
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8));
+  }
+  static bool any_lane(M m) { return _mm256_movemask_ps(m) != 0; }
   static float reduce_add(V v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));

@@ -150,6 +150,38 @@ FASTCONV_ALWAYS_INLINE void max_update(typename S::V v, typename S::V& best, typ
   }
 }
 
+// Max over a 2x2/2 or 3x3/2 window chunk (no argmax), vertical first: the raw row segments
+// of the window's rows are maxed lane-wise, and only that one combined segment is
+// deinterleaved into the even / odd / next-even columns. One set of permutes per chunk
+// instead of one per tap. NaNs are caught by summing every element read (a NaN, or inf + -inf,
+// turns the sum NaN); the rare chunk with one returns false and takes the exact per-tap path.
+// Needs a roomy chunk: p[w0 .. w0 + kKW - 1 + 2W) inside each row.
+template <class S, class T, int kKW>
+FASTCONV_ALWAYS_INLINE bool max_chunk_stride2(const T* src, const Pool2dParams& p, const MaxWindow& wh,
+                                              int64_t w0, typename S::V& best) {
+  const typename S::V neg_inf = S::set1(-__builtin_inf());
+  typename S::V lo = neg_inf, hi = neg_inf, lo2 = neg_inf, hi2 = neg_inf, sum = S::zero();
+  for (int64_t ih = wh.start; ih < wh.end; ih += p.dilation_h) {
+    const T* r = src + ih * p.in_w + w0;
+    const typename S::V a = S::load_n(r, S::W), b = S::load_n(r + S::W, S::W);
+    lo = S::max(lo, a);
+    hi = S::max(hi, b);
+    sum = S::add(sum, S::add(a, b));
+    if (kKW == 3) {
+      // Columns 2j + 2: the same segment two elements on; only d's last two are new (W >= 2).
+      const typename S::V c = S::load_n(r + 2, S::W), d = S::load_n(r + 2 + S::W, S::W);
+      lo2 = S::max(lo2, c);
+      hi2 = S::max(hi2, d);
+      sum = S::add(sum, d);
+      if (S::W == 1) sum = S::add(sum, c);  // one lane: c is not inside a and b
+    }
+  }
+  if (S::any_lane(S::is_nan(sum))) return false;
+  best = S::max(S::evens(lo, hi), S::odds(lo, hi));
+  if (kKW == 3) best = S::max(best, S::evens(lo2, hi2));
+  return true;
+}
+
 // kKW / kSW: compile-time kernel width and stride for the common shapes (2x2/2, 3x3/2,
 // 3x3/1), so the tap loop of the hot chunks unrolls into straight-line loads; 0 means "read
 // from p" (any shape, dilation included).
@@ -184,7 +216,10 @@ void max_fwd_nchw_impl(const T* in, T* out, I* indices, const Pool2dParams& p, i
         typename S::M nan_seen = S::no_lanes();
         typename S::VI best_i{};
         if (kIndices) best_i = S::iadd(ramp, wh.start * p.in_w + w0);
-        if (table.roomy(c)) {
+        if (!kIndices && kSW == 2 && (kKW == 2 || kKW == 3) && table.roomy(c) &&
+            max_chunk_stride2<S, T, kKW>(src, p, wh, w0, best)) {
+          // done: the vertical-first kernel below handled this chunk
+        } else if (table.roomy(c)) {
           for (int64_t ih = wh.start; ih < wh.end; ih += p.dilation_h) {
             const T* row = src + ih * p.in_w + w0;
             for (int64_t kw = 0; kw < kernel_w; ++kw) {
