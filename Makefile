@@ -4,6 +4,7 @@
 #   make install      editable install against the torch already installed (no isolated build)
 #   make test         Python test suite
 #   make cmake        CMake configure + build + ctest into $(BUILD_DIR)
+#   make sanitize     the C++ kernel tests under AddressSanitizer + UBSan (build-sanitize/)
 #   make bench        full benchmark -> bench.json, bench.png
 #   make bench-quick  quick benchmark (about a minute on 2 cores) -> bench.json, bench.png
 #   make wheel        wheel into dist/
@@ -18,10 +19,10 @@ BUILD_TYPE ?= Release
 # One compile job by default: the machine is shared. Raise it (JOBS=4) when it is yours.
 JOBS ?= 1
 
-.PHONY: help install test cmake bench bench-quick wheel clean
+.PHONY: help install test cmake sanitize bench bench-quick wheel clean
 
 help:
-	@sed -n '4,10s/^# *//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '4,11s/^# *//p' $(firstword $(MAKEFILE_LIST))
 
 install:
 	$(PYTHON) -m pip install --no-build-isolation -e .
@@ -35,6 +36,12 @@ cmake:
 	cmake --build $(BUILD_DIR) -j$(JOBS)
 	ctest --test-dir $(BUILD_DIR) --output-on-failure
 
+sanitize:
+	cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=Release -DFASTCONV_SANITIZE=ON \
+	    -DCMAKE_PREFIX_PATH="$$($(PYTHON) -c 'import torch; print(torch.utils.cmake_prefix_path)')"
+	cmake --build build-sanitize -j$(JOBS) --target fastconv_cpp_tests
+	ctest --test-dir build-sanitize --output-on-failure
+
 bench:
 	$(PYTHON) -m fastconv bench --json bench.json --plot bench.png
 
@@ -45,5 +52,5 @@ wheel:
 	$(PYTHON) -m pip wheel --no-build-isolation --no-deps -w dist .
 
 clean:
-	rm -rf $(BUILD_DIR) build dist *.egg-info .pytest_cache
+	rm -rf $(BUILD_DIR) build-sanitize build dist *.egg-info .pytest_cache
 	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
