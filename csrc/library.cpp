@@ -22,4 +22,9 @@ TORCH_LIBRARY(fastconv, m) {
         "int[2] padding, bool ceil_mode, bool count_include_pad, int? divisor_override) -> Tensor");
   m.def("adaptive_avg_pool2d(Tensor input, int[2] output_size) -> Tensor");
   m.def("adaptive_avg_pool2d_backward(Tensor grad_output, Tensor input) -> Tensor");
+
+  // ---- local response normalisation (csrc/ops/lrn), across channels, torch's semantics
+  m.def("local_response_norm(Tensor input, int size, float alpha, float beta, float k) -> Tensor");
+  m.def("local_response_norm_backward(Tensor grad_output, Tensor input, int size, float alpha, "
+        "float beta, float k) -> Tensor");
 }

@@ -44,6 +44,11 @@ struct ScalarSimd {
   static V mul(V a, V b) { return a * b; }
   static V div(V a, V b) { return a / b; }
   static V max(V a, V b) { return a > b ? a : b; }
+  static V sqrt(V a) {
+    if constexpr (sizeof(T) == sizeof(float)) return __builtin_sqrtf(a); else return __builtin_sqrt(a);
+  }
+  static V sub(V a, V b) { return a - b; }
+  static V rsqrt(V a) { return T(1) / sqrt(a); }
   static M is_nan(V a) { return a != a; }
   static M gt(V a, V b) { return a > b; }
   static M mor(M a, M b) { return a || b; }
@@ -141,6 +146,15 @@ struct FloatSimd {
   static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
   static V div(V a, V b) { return _mm512_div_ps(a, b); }
   static V max(V a, V b) { return _mm512_max_ps(a, b); }
+  static V sqrt(V a) { return _mm512_sqrt_ps(a); }
+  static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+  // 1 / sqrt(a) to ~2^-27 relative: the 14-bit estimate and one Newton step, all FMA-pipe
+  // work instead of a square root and a divide.
+  static V rsqrt(V a) {
+    const V r = _mm512_rsqrt14_ps(a);
+    const V half_a_r2 = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), a), _mm512_mul_ps(r, r));
+    return _mm512_mul_ps(r, _mm512_sub_ps(_mm512_set1_ps(1.5f), half_a_r2));
+  }
   static M is_nan(V a) { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q); }
   static M gt(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
   static M mor(M a, M b) { return static_cast<M>(a | b); }
@@ -261,6 +275,14 @@ struct FloatSimd {
   static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
   static V div(V a, V b) { return _mm256_div_ps(a, b); }
   static V max(V a, V b) { return _mm256_max_ps(a, b); }
+  static V sqrt(V a) { return _mm256_sqrt_ps(a); }
+  static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
+  // 12-bit estimate + one Newton step: ~2^-23 relative.
+  static V rsqrt(V a) {
+    const V r = _mm256_rsqrt_ps(a);
+    const V half_a_r2 = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), a), _mm256_mul_ps(r, r));
+    return _mm256_mul_ps(r, _mm256_sub_ps(_mm256_set1_ps(1.5f), half_a_r2));
+  }
   static M is_nan(V a) { return _mm256_cmp_ps(a, a, _CMP_UNORD_Q); }
   static M gt(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
   static M mor(M a, M b) { return _mm256_or_ps(a, b); }

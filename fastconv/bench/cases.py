@@ -180,7 +180,7 @@ def pool_cases(base: str, op: str, shape: Tuple[int, int, int, int], *,
                torch_fn: Callable[..., torch.Tensor],
                layouts: Sequence[str] = LAYOUTS,
                directions: Sequence[str] = DIRECTIONS,
-               dtype: torch.dtype = torch.float32) -> List[Case]:
+               dtype: torch.dtype = torch.float32, family: str = "pool") -> List[Case]:
     """Expand one pooling configuration into its layout x direction cases.
 
     Args:
@@ -212,7 +212,7 @@ def pool_cases(base: str, op: str, shape: Tuple[int, int, int, int], *,
                 nbytes = 2 * (n_in + n_out) * itemsize
                 flops = 2 * fwd_flops
             cases.append(Case(
-                name=f"{base}/{layout}/{direction}", base=base, family="pool",
+                name=f"{base}/{layout}/{direction}", base=base, family=family,
                 op=op, params=params, shape=tuple(shape), layout=layout,
                 direction=direction,
                 make_inputs=random_input(shape, layout, dtype),
@@ -253,9 +253,25 @@ POOL_CASES: List[Case] = [
     *_global_avg("resnet50_global_avg7x7", (8, 2048, 7, 7)),
 ]
 
+def _lrn(base: str, shape: Tuple[int, int, int, int], size: int, alpha: float, beta: float,
+         k: float) -> List[Case]:
+    # FLOPs per element: the window's squares and adds, the scale, the power and the divide
+    # (counted as 2 * size + 6); LRN is memory-bound, GB/s is its metric.
+    return pool_cases(base, "local_response_norm", shape,
+                      kwargs=dict(size=size, alpha=alpha, beta=beta, k=k),
+                      window=2 * size + 6, params=f"size {size} b {beta} k {k:g}",
+                      torch_fn=F.local_response_norm, family="lrn")
+
+
+LRN_CASES: List[Case] = [
+    *_lrn("alexnet_lrn1", (32, 96, 55, 55), size=5, alpha=1e-4, beta=0.75, k=2.0),
+    *_lrn("alexnet_lrn2", (32, 256, 27, 27), size=5, alpha=1e-4, beta=0.75, k=2.0),
+]
+
 #: The case table. Later families append here (e.g. ``*CONV_CASES``).
 CASES: List[Case] = [
     *POOL_CASES,
+    *LRN_CASES,
 ]
 
 

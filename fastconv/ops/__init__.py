@@ -1,5 +1,6 @@
 """Public functional API. Each op family lives in its own module with its fake kernel and
 autograd registration next to it."""
+from .lrn import LocalResponseNormFunction, local_response_norm  # noqa: F401
 from .pool import (  # noqa: F401
     AdaptiveAvgPool2dFunction,
     AvgPool2dFunction,
@@ -18,4 +19,6 @@ __all__ = [
     "MaxPool2dFunction",
     "AvgPool2dFunction",
     "AdaptiveAvgPool2dFunction",
+    "local_response_norm",
+    "LocalResponseNormFunction",
 ]
