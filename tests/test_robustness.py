@@ -18,6 +18,7 @@ CALLS = [
     lambda x: fastconv.avg_pool2d(x, 3, 1, 1, count_include_pad=False),
     lambda x: fastconv.adaptive_avg_pool2d(x, (5, 3)),
     fastconv.global_avg_pool2d,
+    lambda x: fastconv.local_response_norm(x, 5, 1e-2, 0.75, 2.0),
 ]
 
 
@@ -88,6 +89,7 @@ def test_bitwise_deterministic_across_runs_and_thread_counts():
     fastconv.nn.AvgPool2d(3, 2, 1, count_include_pad=False, divisor_override=5),
     fastconv.nn.AdaptiveAvgPool2d((4, None)),
     fastconv.nn.GlobalAvgPool2d(flatten=True),
+    fastconv.nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0),
 ], ids=lambda m: type(m).__name__)
 def test_modules_pickle_and_copy(module):
     x = torch.randn(2, 3, 9, 8)
