@@ -213,10 +213,10 @@ class Probes:
 def probe_machine(ext: Any, threads: Iterable[int], tries: int = 1) -> Probes:
     """Measure FMA peak and copy bandwidth for 1 thread, all cores and ``threads``.
 
-    Each probe is run ``tries`` times and the best is kept: a peak probe can
-    only be slowed down by interference (the machine may be shared), never
-    sped up. The default is 1 because the extension's probes already keep
-    the best of several internal runs.
+    Each probe is run ``tries`` times and the best is kept. The default is 1
+    because the extension's probes already repeat internally: the FMA probe
+    keeps its best run (interference only slows it), the copy probe its
+    median run (shared DRAM bandwidth swings both ways).
     """
     missing = [n for n in ("probe_fma_gflops", "probe_copy_gbps") if not hasattr(ext, n)]
     if missing:
