@@ -9,9 +9,8 @@ Shapes: ``input`` is ``(N, C, *)`` with at least one trailing dimension (3-D to 
 beyond, as torch accepts); the output has the input's shape and memory format.
 """
 import torch
-from torch._prims_common import suggest_memory_format
-
 from ._args import check_tensor
+from ._common import below_autograd, empty_in_format
 
 _ops = torch.ops.fastconv
 
@@ -28,29 +27,16 @@ def _check(op, input, size):
         raise ValueError(f"{op}: input must be float32, float64, bfloat16 or float16, got {input.dtype}")
 
 
-def _empty_like_lrn(input):
-    fmt = suggest_memory_format(input) if input.dim() == 4 else torch.contiguous_format
-    return torch.empty(input.shape, dtype=input.dtype, device=input.device, memory_format=fmt)
-
-
 @torch.library.register_fake("fastconv::local_response_norm")
 def _lrn_fake(input, size, alpha, beta, k):
     _check("local_response_norm", input, size)
-    return _empty_like_lrn(input)
+    return empty_in_format(input, input.shape)
 
 
 @torch.library.register_fake("fastconv::local_response_norm_backward")
 def _lrn_backward_fake(grad_output, input, size, alpha, beta, k):
     _check("local_response_norm_backward", input, size)
-    return _empty_like_lrn(input)
-
-
-def _below_autograd(op, *args):
-    # As in pool.py: a plain backward pass skips the backward op's own autograd layer.
-    if torch.is_grad_enabled():
-        return op(*args)
-    with torch._C._AutoDispatchBelowAutograd():
-        return op(*args)
+    return empty_in_format(input, input.shape)
 
 
 def _setup(ctx, inputs, output):
@@ -61,7 +47,7 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, grad_output):
     (input,) = ctx.saved_tensors
-    grad = _below_autograd(_ops.local_response_norm_backward.default, grad_output, input, *ctx.params)
+    grad = below_autograd(_ops.local_response_norm_backward.default, grad_output, input, *ctx.params)
     return grad, None, None, None, None
 
 

@@ -10,9 +10,8 @@ follow torch's memory format rule (channels_last in, channels_last out).
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
-from torch._prims_common import suggest_memory_format
-
 from ._args import IntOrPair, check_tensor, pair
+from ._common import below_autograd, empty_in_format
 
 _ops = torch.ops.fastconv
 
@@ -77,24 +76,19 @@ def _window_shape(op, input, kernel_size, stride, padding, dilation, ceil_mode):
     return (*input.shape[:-2], oh, ow)
 
 
-def _empty_like_pool(input, shape, dtype=None):
-    fmt = suggest_memory_format(input) if input.dim() == 4 else torch.contiguous_format
-    return torch.empty(shape, dtype=dtype or input.dtype, device=input.device, memory_format=fmt)
-
-
 # ----------------------------------------------------------------------------- fake kernels
 
 @torch.library.register_fake("fastconv::max_pool2d")
 def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
     shape = _window_shape("max_pool2d", input, kernel_size, stride, padding, dilation, ceil_mode)
-    return _empty_like_pool(input, shape)
+    return empty_in_format(input, shape)
 
 
 @torch.library.register_fake("fastconv::max_pool2d_with_indices")
 def _max_pool2d_with_indices_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
     shape = _window_shape("max_pool2d_with_indices", input, kernel_size, stride, padding, dilation,
                           ceil_mode)
-    return _empty_like_pool(input, shape), _empty_like_pool(input, shape, torch.int64)
+    return empty_in_format(input, shape), empty_in_format(input, shape, torch.int64)
 
 
 @torch.library.register_fake("fastconv::max_pool2d_with_argmax")
@@ -102,7 +96,7 @@ def _max_pool2d_with_argmax_fake(input, kernel_size, stride, padding, dilation, 
     shape = _window_shape("max_pool2d_with_argmax", input, kernel_size, stride, padding, dilation,
                           ceil_mode)
     compact = input.shape[-2] * input.shape[-1] <= 2**31 - 1
-    return _empty_like_pool(input, shape), _empty_like_pool(input, shape,
+    return empty_in_format(input, shape), empty_in_format(input, shape,
                                                            torch.int32 if compact else torch.int64)
 
 
@@ -110,7 +104,7 @@ def _max_pool2d_with_argmax_fake(input, kernel_size, stride, padding, dilation, 
 def _max_pool2d_backward_fake(grad_output, input, indices, kernel_size, stride, padding, dilation,
                               ceil_mode):
     _window_shape("max_pool2d_backward", input, kernel_size, stride, padding, dilation, ceil_mode)
-    return _empty_like_pool(input, input.shape)
+    return empty_in_format(input, input.shape)
 
 
 @torch.library.register_fake("fastconv::avg_pool2d")
@@ -119,14 +113,14 @@ def _avg_pool2d_fake(input, kernel_size, stride, padding, ceil_mode, count_inclu
     shape = _window_shape("avg_pool2d", input, kernel_size, stride, padding, (1, 1), ceil_mode)
     if divisor_override is not None and divisor_override == 0:
         raise ValueError("avg_pool2d: divisor_override must be non-zero (or None)")
-    return _empty_like_pool(input, shape)
+    return empty_in_format(input, shape)
 
 
 @torch.library.register_fake("fastconv::avg_pool2d_backward")
 def _avg_pool2d_backward_fake(grad_output, input, kernel_size, stride, padding, ceil_mode,
                               count_include_pad, divisor_override):
     _window_shape("avg_pool2d_backward", input, kernel_size, stride, padding, (1, 1), ceil_mode)
-    return _empty_like_pool(input, input.shape)
+    return empty_in_format(input, input.shape)
 
 
 @torch.library.register_fake("fastconv::adaptive_avg_pool2d")
@@ -135,39 +129,29 @@ def _adaptive_avg_pool2d_fake(input, output_size):
     if len(output_size) != 2 or output_size[0] < 0 or output_size[1] < 0:
         raise ValueError(f"adaptive_avg_pool2d: output_size must be two non-negative ints, got "
                          f"{list(output_size)}")
-    return _empty_like_pool(input, (*input.shape[:-2], *output_size))
+    return empty_in_format(input, (*input.shape[:-2], *output_size))
 
 
 @torch.library.register_fake("fastconv::adaptive_avg_pool2d_backward")
 def _adaptive_avg_pool2d_backward_fake(grad_output, input):
     _check_input("adaptive_avg_pool2d_backward", input)
-    return _empty_like_pool(input, input.shape)
+    return empty_in_format(input, input.shape)
 
 
 # ----------------------------------------------------------------------------- autograd
 # Formulas are written once here and shared by the custom-op registrations (used by the
 # functional API and torch.compile) and the user-facing torch.autograd.Function classes.
 
-def _below_autograd(op, *args):
-    # The backward ops carry autograd formulas of their own (double backward). In a plain
-    # backward pass (grad mode off) that layer has nothing to record, yet going through it
-    # costs more than the kernel of a small op: dispatch straight to the backend instead.
-    if torch.is_grad_enabled():
-        return op(*args)
-    with torch._C._AutoDispatchBelowAutograd():
-        return op(*args)
-
-
 def _max_pool_grad(grad_output, input, indices, params):
-    return _below_autograd(_ops.max_pool2d_backward.default, grad_output, input, indices, *params)
+    return below_autograd(_ops.max_pool2d_backward.default, grad_output, input, indices, *params)
 
 
 def _avg_pool_grad(grad_output, input, params):
-    return _below_autograd(_ops.avg_pool2d_backward.default, grad_output, input, *params)
+    return below_autograd(_ops.avg_pool2d_backward.default, grad_output, input, *params)
 
 
 def _adaptive_avg_pool_grad(grad_output, input):
-    return _below_autograd(_ops.adaptive_avg_pool2d_backward.default, grad_output, input)
+    return below_autograd(_ops.adaptive_avg_pool2d_backward.default, grad_output, input)
 
 
 def _setup_max_pool_with_indices(ctx, inputs, output):

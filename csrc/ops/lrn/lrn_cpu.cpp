@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <functional>
 
-#include "../../common/cpu_capability.h"
+#include "../../common/dispatch.h"
 #include "lrn_kernels.h"
 
 namespace fastconv {
@@ -18,20 +18,12 @@ const LrnKernels<T>* select_kernels();
 
 template <>
 const LrnKernels<float>* select_kernels<float>() {
-  switch (current_cpu_capability()) {
-    case CpuCapability::AVX512: return lrn_kernels_avx512_float();
-    case CpuCapability::AVX2: return lrn_kernels_avx2_float();
-    default: return lrn_kernels_default_float();
-  }
+  return pick_kernels(lrn_kernels_avx512_float(), lrn_kernels_avx2_float(), lrn_kernels_default_float());
 }
 
 template <>
 const LrnKernels<double>* select_kernels<double>() {
-  switch (current_cpu_capability()) {
-    case CpuCapability::AVX512: return lrn_kernels_avx512_double();
-    case CpuCapability::AVX2: return lrn_kernels_avx2_double();
-    default: return lrn_kernels_default_double();
-  }
+  return pick_kernels(lrn_kernels_avx512_double(), lrn_kernels_avx2_double(), lrn_kernels_default_double());
 }
 
 LrnParams check_lrn(const char* op, const at::Tensor& input, int64_t size, double alpha, double beta,
@@ -57,10 +49,6 @@ bool channels_last(const at::Tensor& t) {
   return t.dim() == 4 && t.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
 }
 
-bool reduced_precision(const at::Tensor& t) {
-  return t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf;
-}
-
 // An image's LRN touches C * inner elements; split the batch so each task has some work.
 void parallel_over_images(const LrnParams& p, const std::function<void(int64_t, int64_t)>& body) {
   const int64_t per_image = std::max<int64_t>(1, p.channels * p.inner);
@@ -70,7 +58,7 @@ void parallel_over_images(const LrnParams& p, const std::function<void(int64_t, 
 at::Tensor local_response_norm_cpu(const at::Tensor& input, int64_t size, double alpha, double beta,
                                    double k) {
   const LrnParams p = check_lrn("local_response_norm", input, size, alpha, beta, k);
-  if (reduced_precision(input)) {
+  if (is_reduced_precision(input)) {
     // Computed in float32 and rounded once, like torch's own kernels for these types.
     return local_response_norm_cpu(input.to(at::kFloat), size, alpha, beta, k).to(input.scalar_type());
   }
@@ -98,7 +86,7 @@ at::Tensor local_response_norm_backward_cpu(const at::Tensor& grad_output, const
   TORCH_CHECK_VALUE(grad_output.scalar_type() == input.scalar_type(), op,
                     ": grad_output must have the dtype of input (", input.scalar_type(), "), got ",
                     grad_output.scalar_type());
-  if (reduced_precision(input)) {
+  if (is_reduced_precision(input)) {
     return local_response_norm_backward_cpu(grad_output.to(at::kFloat), input.to(at::kFloat), size,
                                             alpha, beta, k).to(input.scalar_type());
   }

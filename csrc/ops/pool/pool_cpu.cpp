@@ -10,7 +10,7 @@
 #include <functional>
 #include <optional>
 
-#include "../../common/cpu_capability.h"
+#include "../../common/dispatch.h"
 #include "pool_kernels.h"
 #include "pool_shape_checks.h"
 
@@ -26,21 +26,13 @@ const PoolKernels<T>* select_kernels(int64_t plane_cells);
 template <>
 const PoolKernels<float>* select_kernels<float>(int64_t plane_cells) {
   if (plane_cells > INT32_MAX) return pool_kernels_default_float();
-  switch (current_cpu_capability()) {
-    case CpuCapability::AVX512: return pool_kernels_avx512_float();
-    case CpuCapability::AVX2: return pool_kernels_avx2_float();
-    default: return pool_kernels_default_float();
-  }
+  return pick_kernels(pool_kernels_avx512_float(), pool_kernels_avx2_float(), pool_kernels_default_float());
 }
 
 template <>
 const PoolKernels<double>* select_kernels<double>(int64_t plane_cells) {
   if (plane_cells > INT32_MAX) return pool_kernels_default_double();
-  switch (current_cpu_capability()) {
-    case CpuCapability::AVX512: return pool_kernels_avx512_double();
-    case CpuCapability::AVX2: return pool_kernels_avx2_double();
-    default: return pool_kernels_default_double();
-  }
+  return pick_kernels(pool_kernels_avx512_double(), pool_kernels_avx2_double(), pool_kernels_default_double());
 }
 
 // Splits [0, units) so that each task touches at least ~64 KiB, keeping tiny planes from
@@ -84,12 +76,6 @@ Pool2dParams with_streaming(Pool2dParams p, int64_t output_bytes) {
   return p;
 }
 
-// bfloat16 / float16: the kernels run in float32 on converted copies and the results are
-// rounded back, exactly what torch's own CPU kernels compute (they accumulate in float32 too);
-// correct everywhere, without a speed claim.
-bool reduced_precision(const at::Tensor& t) {
-  return t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf;
-}
 at::Tensor widened(const at::Tensor& t) { return t.to(at::kFloat); }
 
 // --------------------------------------------------------------------------- max pooling
@@ -120,7 +106,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_impl(const at::Tensor& input, at::
                                                    at::IntArrayRef dilation, bool ceil_mode,
                                                    ArgmaxKind kind, const char* op) {
   const Pool2dParams p0 = check_max_pool2d(op, input, kernel_size, stride, padding, dilation, ceil_mode);
-  if (reduced_precision(input)) {
+  if (is_reduced_precision(input)) {
     auto [out, indices] = max_pool2d_impl(widened(input), kernel_size, stride, padding, dilation,
                                           ceil_mode, kind, op);
     return {out.to(input.scalar_type()), indices};
@@ -197,7 +183,7 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
   const Pool2dParams p0 = check_max_pool2d(op, input, kernel_size, stride, padding, dilation, ceil_mode);
   check_grad_output(op, grad_output, input, p0);
   check_same_shape(op, "indices", indices, grad_output);
-  if (reduced_precision(input)) {
+  if (is_reduced_precision(input)) {
     return max_pool2d_backward_cpu(widened(grad_output), widened(input), indices, kernel_size, stride,
                                    padding, dilation, ceil_mode).to(input.scalar_type());
   }
@@ -229,7 +215,7 @@ at::Tensor avg_pool2d_cpu(const at::Tensor& input, at::IntArrayRef kernel_size, 
                           std::optional<int64_t> divisor_override) {
   const Pool2dParams p0 = check_avg_pool2d("avg_pool2d", input, kernel_size, stride, padding, ceil_mode,
                                            count_include_pad, divisor_override);
-  if (reduced_precision(input)) {
+  if (is_reduced_precision(input)) {
     return avg_pool2d_cpu(widened(input), kernel_size, stride, padding, ceil_mode, count_include_pad,
                           divisor_override).to(input.scalar_type());
   }
@@ -260,7 +246,7 @@ at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
   const Pool2dParams p0 = check_avg_pool2d(op, input, kernel_size, stride, padding, ceil_mode,
                                            count_include_pad, divisor_override);
   check_grad_output(op, grad_output, input, p0);
-  if (reduced_precision(input)) {
+  if (is_reduced_precision(input)) {
     return avg_pool2d_backward_cpu(widened(grad_output), widened(input), kernel_size, stride, padding,
                                    ceil_mode, count_include_pad, divisor_override).to(input.scalar_type());
   }
@@ -287,7 +273,7 @@ at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
 
 at::Tensor adaptive_avg_pool2d_cpu(const at::Tensor& input, at::IntArrayRef output_size) {
   const Pool2dParams p = check_adaptive_avg_pool2d("adaptive_avg_pool2d", input, output_size);
-  if (reduced_precision(input)) {
+  if (is_reduced_precision(input)) {
     return adaptive_avg_pool2d_cpu(widened(input), output_size).to(input.scalar_type());
   }
   Prepared x = prepare_input(input);
@@ -316,7 +302,7 @@ at::Tensor adaptive_avg_pool2d_backward_cpu(const at::Tensor& grad_output, const
   const Pool2dParams p = check_adaptive_avg_pool2d(
       op, input, {grad_output.size(d - 2), grad_output.size(d - 1)});
   check_grad_output(op, grad_output, input, p);
-  if (reduced_precision(input)) {
+  if (is_reduced_precision(input)) {
     return adaptive_avg_pool2d_backward_cpu(widened(grad_output), widened(input)).to(input.scalar_type());
   }
   Prepared x = prepare_input(input);
