@@ -136,3 +136,15 @@ def test_no_memory_growth_over_repeated_training_steps():
         step()
     grown = _rss_bytes() - before
     assert grown < 8 << 20, f"resident memory grew by {grown / 2**20:.1f} MiB"
+
+
+def test_forward_mode_ad_is_an_explicit_error():
+    import torch.autograd.forward_ad as fwAD
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(torch.randn(1, 2, 6, 6), torch.randn(1, 2, 6, 6))
+        for call in (lambda t: fastconv.max_pool2d(t, 2), lambda t: fastconv.avg_pool2d(t, 2),
+                     fastconv.global_avg_pool2d, lambda t: fastconv.local_response_norm(t, 3)):
+            with pytest.raises(NotImplementedError, match="forward-mode AD"):
+                call(dual)
+        plain = torch.randn(1, 2, 6, 6)  # no tangent: works as usual inside a dual level
+        assert torch.equal(fastconv.max_pool2d(plain, 2), F.max_pool2d(plain, 2))

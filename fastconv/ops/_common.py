@@ -14,6 +14,27 @@ def below_autograd(op, *args):
         return op(*args)
 
 
+def call_forward(op, input, *args):
+    """Calls a forward op. The ops' autograd layer is a Python kernel (register_autograd) that
+    the dispatcher enters on every call, recording or not; when nothing can be recorded (no
+    grad needed, a plain tensor, no compile or forward-AD tracing) skip it, which halves the
+    per-call cost of a small op (7 us -> 3.5 us here)."""
+    forward_ad = torch.autograd.forward_ad._current_level >= 0
+    if (type(input) is torch.Tensor
+            and not (input.requires_grad and torch.is_grad_enabled())
+            and not torch.compiler.is_compiling()
+            and not forward_ad):
+        with torch._C._AutoDispatchBelowAutograd():
+            return op(input, *args)
+    if forward_ad and torch.autograd.forward_ad.unpack_dual(input).tangent is not None:
+        # The custom ops have backward formulas only; without this the tangent would be
+        # dropped silently.
+        raise NotImplementedError(
+            f"fastconv: forward-mode AD (dual tensors) is not supported by {op}; use "
+            "reverse mode (backward) or the torch.nn.functional op")
+    return op(input, *args)
+
+
 def empty_in_format(input, shape, dtype=None):
     """An empty output shaped ``shape`` in the memory format the CPU kernels give for
     ``input``: channels_last for a 4-D channels_last input (torch's rule), else contiguous."""

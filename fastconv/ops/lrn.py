@@ -10,7 +10,7 @@ beyond, as torch accepts); the output has the input's shape and memory format.
 """
 import torch
 from ._args import check_tensor
-from ._common import below_autograd, empty_in_format
+from ._common import below_autograd, call_forward, empty_in_format
 
 _ops = torch.ops.fastconv
 
@@ -76,7 +76,7 @@ def local_response_norm(input: torch.Tensor, size: int, alpha: float = 1e-4, bet
     check_tensor(input, "local_response_norm")
     if isinstance(size, bool) or not isinstance(size, int):
         raise TypeError(f"local_response_norm: size must be an int, got {size!r}")
-    return _ops.local_response_norm.default(input, size, float(alpha), float(beta), float(k))
+    return call_forward(_ops.local_response_norm.default, input, size, float(alpha), float(beta), float(k))
 
 
 class LocalResponseNormFunction(torch.autograd.Function):

@@ -11,7 +11,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from ._args import IntOrPair, check_tensor, pair
-from ._common import below_autograd, empty_in_format
+from ._common import below_autograd, call_forward, empty_in_format
 
 _ops = torch.ops.fastconv
 
@@ -287,11 +287,11 @@ def max_pool2d(input: torch.Tensor, kernel_size: IntOrPair, stride: Optional[Int
     k, s, p, d = _max_args(kernel_size, stride, padding, dilation, "max_pool2d")
     ceil_mode = bool(ceil_mode)
     if return_indices:
-        return _ops.max_pool2d_with_indices.default(input, k, s, p, d, ceil_mode)
+        return call_forward(_ops.max_pool2d_with_indices.default, input, k, s, p, d, ceil_mode)
     if input.requires_grad and torch.is_grad_enabled():
         # Training: keep a compact (int32) argmax for backward rather than torch's int64.
         return _ops.max_pool2d_with_argmax.default(input, k, s, p, d, ceil_mode)[0]
-    return _ops.max_pool2d.default(input, k, s, p, d, ceil_mode)
+    return call_forward(_ops.max_pool2d.default, input, k, s, p, d, ceil_mode)
 
 
 def avg_pool2d(input: torch.Tensor, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None,
@@ -305,7 +305,8 @@ def avg_pool2d(input: torch.Tensor, kernel_size: IntOrPair, stride: Optional[Int
     k, s, p, _ = _max_args(kernel_size, stride, padding, 1, "avg_pool2d")
     if divisor_override is not None and (not isinstance(divisor_override, int) or isinstance(divisor_override, bool)):
         raise TypeError(f"avg_pool2d: divisor_override must be an int or None, got {divisor_override!r}")
-    return _ops.avg_pool2d.default(input, k, s, p, bool(ceil_mode), bool(count_include_pad), divisor_override)
+    return call_forward(_ops.avg_pool2d.default, input, k, s, p, bool(ceil_mode), bool(count_include_pad),
+                        divisor_override)
 
 
 def adaptive_avg_pool2d(input: torch.Tensor,
@@ -316,7 +317,8 @@ def adaptive_avg_pool2d(input: torch.Tensor,
     where ``None`` keeps that input size. Returns ``(N, C, H_out, W_out)``.
     """
     check_tensor(input, "adaptive_avg_pool2d")
-    return _ops.adaptive_avg_pool2d.default(input, _adaptive_size(input, output_size, "adaptive_avg_pool2d"))
+    return call_forward(_ops.adaptive_avg_pool2d.default, input,
+                        _adaptive_size(input, output_size, "adaptive_avg_pool2d"))
 
 
 def global_avg_pool2d(input: torch.Tensor, keepdim: bool = True) -> torch.Tensor:
@@ -325,7 +327,7 @@ def global_avg_pool2d(input: torch.Tensor, keepdim: bool = True) -> torch.Tensor
     Equal to ``F.adaptive_avg_pool2d(input, 1)``; runs the global-pool fast path.
     """
     check_tensor(input, "global_avg_pool2d")
-    out = _ops.adaptive_avg_pool2d.default(input, (1, 1))
+    out = call_forward(_ops.adaptive_avg_pool2d.default, input, (1, 1))
     return out if keepdim else out.flatten(-3)
 
 
