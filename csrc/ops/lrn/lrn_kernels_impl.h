@@ -73,6 +73,34 @@ FASTCONV_ALWAYS_INLINE int64_t ring_slot(int64_t c, int64_t size) {
   return r < 0 ? r + size : r;
 }
 
+// Sum, in channel order, of ring rows first..last at column j: the window sums of both the
+// forward (squares) and the backward (u terms).
+template <class S, class T>
+FASTCONV_ALWAYS_INLINE typename S::V ring_sum(const T* ring, int64_t first, int64_t last, int64_t size,
+                                              int64_t row_len, int64_t j) {
+  typename S::V sum = S::zero();
+  for (int64_t w = first; w <= last; ++w) sum = S::add(sum, S::load_n(ring + ring_slot(w, size) * row_len + j, S::W));
+  return sum;
+}
+
+// Channels-last: sum of `size` consecutive scratch entries from each lane's position.
+template <class S, class T>
+FASTCONV_ALWAYS_INLINE typename S::V shifted_sum(const T* scratch, int64_t size) {
+  typename S::V sum = S::zero();
+  for (int64_t w = 0; w < size; ++w) sum = S::add(sum, S::load_n(scratch + w, S::W));
+  return sum;
+}
+
+// Channels-last: one pixel's squares into a scratch row.
+template <class S, class T>
+FASTCONV_ALWAYS_INLINE void square_pixel(const T* px, int64_t channels, T* scratch) {
+  for (int64_t c = 0; c < channels; c += S::W) {
+    const int m = static_cast<int>(channels - c < S::W ? channels - c : S::W);
+    const typename S::V v = S::load_n(px + c, m);
+    S::store_n(scratch + c, S::mul(v, v), m);
+  }
+}
+
 template <class T>
 void fwd_channels_first(const T* x, T* y, const LrnParams& p, int64_t b, int64_t e) {
   using S = typename SimdFor<T>::type;
@@ -93,8 +121,7 @@ void fwd_channels_first(const T* x, T* y, const LrnParams& p, int64_t b, int64_t
         T* dst = out + c * p.inner + s0;
         for (int64_t j = 0; j < nb; j += S::W) {
           const int m = static_cast<int>(nb - j < S::W ? nb - j : S::W);
-          typename S::V sum = S::zero();
-          for (int64_t w = c - lo; w <= c + hi; ++w) sum = S::add(sum, S::load_n(ring + ring_slot(w, p.size) * row_len + j, S::W));
+          const typename S::V sum = ring_sum<S>(ring, c - lo, c + hi, p.size, row_len, j);
           const typename S::V inv_d = pow_neg_beta<S>(lrn_base<S, T>(sum, p), beta);
           S::store_n(dst + j, S::mul(S::load_n(src + j, m), inv_d), m);
         }
@@ -137,8 +164,7 @@ void bwd_channels_first(const T* grad_y, const T* x, T* grad_x, const LrnParams&
           const T* gs = gy + c * p.inner + s0;
           for (int64_t j = 0; j < nb; j += S::W) {
             const int m = static_cast<int>(nb - j < S::W ? nb - j : S::W);
-            typename S::V sum = S::zero();
-            for (int64_t w = c - lo; w <= c + hi; ++w) sum = S::add(sum, S::load_n(sq + ring_slot(w, p.size) * row_len + j, S::W));
+            const typename S::V sum = ring_sum<S>(sq, c - lo, c + hi, p.size, row_len, j);
             const typename S::V t = lrn_base<S, T>(sum, p);
             const typename S::V gd = S::mul(S::load_n(gs + j, m), pow_neg_beta<S>(t, beta));
             S::store_n(gr + j, gd, S::W);
@@ -154,8 +180,7 @@ void bwd_channels_first(const T* grad_y, const T* x, T* grad_x, const LrnParams&
         const T* gdi = g_over_d + ring_slot(i, p.size) * row_len;
         for (int64_t j = 0; j < nb; j += S::W) {
           const int m = static_cast<int>(nb - j < S::W ? nb - j : S::W);
-          typename S::V acc = S::zero();
-          for (int64_t w = i - hi; w <= i + lo; ++w) acc = S::add(acc, S::load_n(u + ring_slot(w, p.size) * row_len + j, S::W));
+          const typename S::V acc = ring_sum<S>(u, i - hi, i + lo, p.size, row_len, j);
           S::store_n(dst + j, S::sub(S::load_n(gdi + j, S::W), S::mul(coef, S::mul(S::load_n(xi + j, m), acc))), m);
         }
       }
@@ -178,15 +203,10 @@ void fwd_channels_last(const T* x, T* y, const LrnParams& p, int64_t b, int64_t 
     for (int64_t s = 0; s < p.inner; ++s) {
       const T* px = x + (n * p.inner + s) * C;
       T* py = y + (n * p.inner + s) * C;
+      square_pixel<S>(px, C, sq + lo);
       for (int64_t c = 0; c < C; c += S::W) {
         const int m = static_cast<int>(C - c < S::W ? C - c : S::W);
-        const typename S::V v = S::load_n(px + c, m);
-        S::store_n(sq + lo + c, S::mul(v, v), m);
-      }
-      for (int64_t c = 0; c < C; c += S::W) {
-        const int m = static_cast<int>(C - c < S::W ? C - c : S::W);
-        typename S::V sum = S::zero();
-        for (int64_t w = 0; w < p.size; ++w) sum = S::add(sum, S::load_n(sq + c + w, S::W));
+        const typename S::V sum = shifted_sum<S>(sq + c, p.size);
         const typename S::V inv_d = pow_neg_beta<S>(lrn_base<S, T>(sum, p), beta);
         S::store_n(py + c, S::mul(S::load_n(px + c, m), inv_d), m);
       }
@@ -212,15 +232,10 @@ void bwd_channels_last(const T* grad_y, const T* x, T* grad_x, const LrnParams& 
       const T* px = x + base;
       const T* pg = grad_y + base;
       T* pgx = grad_x + base;
+      square_pixel<S>(px, C, sq + lo);
       for (int64_t c = 0; c < C; c += S::W) {
         const int m = static_cast<int>(C - c < S::W ? C - c : S::W);
-        const typename S::V v = S::load_n(px + c, m);
-        S::store_n(sq + lo + c, S::mul(v, v), m);
-      }
-      for (int64_t c = 0; c < C; c += S::W) {
-        const int m = static_cast<int>(C - c < S::W ? C - c : S::W);
-        typename S::V sum = S::zero();
-        for (int64_t w = 0; w < p.size; ++w) sum = S::add(sum, S::load_n(sq + c + w, S::W));
+        const typename S::V sum = shifted_sum<S>(sq + c, p.size);
         const typename S::V t = lrn_base<S, T>(sum, p);
         const typename S::V gd = S::mul(S::load_n(pg + c, m), pow_neg_beta<S>(t, beta));
         S::store_n(g_over_d + c, gd, m);
@@ -228,8 +243,7 @@ void bwd_channels_last(const T* grad_y, const T* x, T* grad_x, const LrnParams& 
       }
       for (int64_t c = 0; c < C; c += S::W) {
         const int m = static_cast<int>(C - c < S::W ? C - c : S::W);
-        typename S::V acc = S::zero();
-        for (int64_t w = 0; w < p.size; ++w) acc = S::add(acc, S::load_n(u + c + w, S::W));
+        const typename S::V acc = shifted_sum<S>(u + c, p.size);
         S::store_n(pgx + c, S::sub(S::load_n(g_over_d + c, S::W), S::mul(coef, S::mul(S::load_n(px + c, m), acc))), m);
       }
     }

@@ -85,8 +85,7 @@ at::Tensor widened(const at::Tensor& t) { return t.to(at::kFloat); }
 enum class ArgmaxKind { None, Int64, Compact };
 
 template <class scalar_t, class I>
-void run_max_forward(const PoolKernels<scalar_t>* k, const Prepared& x, const Pool2dParams& p,
-                     at::Tensor& out, I* ix,
+void run_max_forward(const Prepared& x, const Pool2dParams& p, at::Tensor& out, I* ix,
                      void (*const nchw)(const scalar_t*, scalar_t*, I*, const Pool2dParams&, int64_t, int64_t),
                      void (*const nhwc)(const scalar_t*, scalar_t*, I*, const Pool2dParams&, int64_t, int64_t)) {
   const scalar_t* in = x.input.const_data_ptr<scalar_t>();
@@ -98,7 +97,6 @@ void run_max_forward(const PoolKernels<scalar_t>* k, const Prepared& x, const Po
     parallel_over(p.batch * p.channels, p.in_h * p.in_w * sizeof(scalar_t),
                   [&](int64_t b, int64_t e) { nchw(in, o, ix, p, b, e); });
   }
-  (void)k;
 }
 
 std::tuple<at::Tensor, at::Tensor> max_pool2d_impl(const at::Tensor& input, at::IntArrayRef kernel_size,
@@ -123,10 +121,10 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_impl(const at::Tensor& input, at::
   AT_DISPATCH_FLOATING_TYPES(x.input.scalar_type(), "max_pool2d_forward_cpu", [&] {
     const auto* k = select_kernels<scalar_t>(p.in_h * p.in_w);
     if (compact) {
-      run_max_forward<scalar_t, int32_t>(k, x, p, out, indices.mutable_data_ptr<int32_t>(),
+      run_max_forward<scalar_t, int32_t>(x, p, out, indices.mutable_data_ptr<int32_t>(),
                                          k->max_fwd_nchw_i32, k->max_fwd_nhwc_i32);
     } else {
-      run_max_forward<scalar_t, int64_t>(k, x, p, out,
+      run_max_forward<scalar_t, int64_t>(x, p, out,
                                          indices.defined() ? indices.mutable_data_ptr<int64_t>() : nullptr,
                                          k->max_fwd_nchw, k->max_fwd_nhwc);
     }
