@@ -27,4 +27,17 @@ TORCH_LIBRARY(fastconv, m) {
   m.def("local_response_norm(Tensor input, int size, float alpha, float beta, float k) -> Tensor");
   m.def("local_response_norm_backward(Tensor grad_output, Tensor input, int size, float alpha, "
         "float beta, float k) -> Tensor");
+
+  // ---- conv2d (csrc/ops/conv). padding is (top, bottom, left, right): 'same' with an even
+  // kernel pads one more at the bottom / right, as torch does.
+  m.def("conv2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[4] padding, "
+        "int[2] dilation, int groups) -> Tensor");
+  // Inference epilogue fused into the output tile:
+  //   relu?((conv(input, weight) + bias) * scale + shift + residual), scale / shift per channel.
+  m.def("conv2d_fused(Tensor input, Tensor weight, Tensor? bias, Tensor? scale, Tensor? shift, "
+        "Tensor? residual, bool relu, int[2] stride, int[4] padding, int[2] dilation, int groups) -> Tensor");
+  // Gradients of conv2d for input, weight and bias; outputs not asked for in output_mask are
+  // empty (shape (0,)).
+  m.def("conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, int[2] stride, "
+        "int[4] padding, int[2] dilation, int groups, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
 }

@@ -8,6 +8,7 @@
 
 #include "common/cpu_capability.h"
 #include "common/probe.h"
+#include "ops/conv/conv_algo.h"
 
 namespace py = pybind11;
 
@@ -69,4 +70,14 @@ PYBIND11_MODULE(_C, m) {
   m.def("probe_copy_gbps", &fastconv::probe_copy_gbps, py::arg("nbytes"), py::arg("threads"),
         py::call_guard<py::gil_scoped_release>(),
         "Memory copy bandwidth in GB/s (bytes read + written) over an nbytes buffer.");
+  m.def("set_conv_algo",
+        [](const std::string& name) {
+          try {
+            fastconv::conv::set_conv_algo(name);
+          } catch (const std::invalid_argument& e) {
+            throw py::value_error(e.what());
+          }
+        },
+        py::arg("name"), "Force the conv2d algorithm: 'auto' (the heuristic), 'direct' or 'gemm1x1'.");
+  m.def("conv_algo", &fastconv::conv::conv_algo_name, "The forced conv2d algorithm ('auto' if none).");
 }

@@ -28,6 +28,9 @@ def _apply_capability_env():
     name = _os.environ.get("FASTCONV_CPU_CAPABILITY", "")
     if name:
         _C.set_cpu_capability(name)
+    algo = _os.environ.get("FASTCONV_CONV_ALGO", "")
+    if algo:
+        _C.set_conv_algo(algo)
 
 
 _apply_capability_env()

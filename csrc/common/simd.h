@@ -48,6 +48,9 @@ struct ScalarSimd {
     if constexpr (sizeof(T) == sizeof(float)) return __builtin_sqrtf(a); else return __builtin_sqrt(a);
   }
   static V sub(V a, V b) { return a - b; }
+  static V fma(V a, V b, V c) { return a * b + c; }
+  static V load(const T* p) { return *p; }
+  static void store(T* p, V v) { *p = v; }
   static V rsqrt(V a) { return T(1) / sqrt(a); }
   static M is_nan(V a) { return a != a; }
   static M gt(V a, V b) { return a > b; }
@@ -148,6 +151,9 @@ struct FloatSimd {
   static V max(V a, V b) { return _mm512_max_ps(a, b); }
   static V sqrt(V a) { return _mm512_sqrt_ps(a); }
   static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+  static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static V load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
   // 1 / sqrt(a) to ~2^-27 relative: the 14-bit estimate and one Newton step, all FMA-pipe
   // work instead of a square root and a divide.
   static V rsqrt(V a) {
@@ -277,6 +283,9 @@ struct FloatSimd {
   static V max(V a, V b) { return _mm256_max_ps(a, b); }
   static V sqrt(V a) { return _mm256_sqrt_ps(a); }
   static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
   // 12-bit estimate + one Newton step: ~2^-23 relative.
   static V rsqrt(V a) {
     const V r = _mm256_rsqrt_ps(a);

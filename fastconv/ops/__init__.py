@@ -1,5 +1,6 @@
 """Public functional API. Each op family lives in its own module with its fake kernel and
 autograd registration next to it."""
+from .conv import Conv2dFunction, conv2d, conv2d_fused, conv_algo, conv_padding, set_conv_algo  # noqa: F401
 from .lrn import LocalResponseNormFunction, local_response_norm  # noqa: F401
 from .pool import (  # noqa: F401
     AdaptiveAvgPool2dFunction,
@@ -12,6 +13,12 @@ from .pool import (  # noqa: F401
 )
 
 __all__ = [
+    "conv2d",
+    "conv2d_fused",
+    "conv_padding",
+    "Conv2dFunction",
+    "set_conv_algo",
+    "conv_algo",
     "max_pool2d",
     "avg_pool2d",
     "adaptive_avg_pool2d",

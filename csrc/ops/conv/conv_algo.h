@@ -1,0 +1,18 @@
+// Which conv2d algorithm runs: chosen per shape by a heuristic (conv_cpu.cpp), or forced by
+// FASTCONV_CONV_ALGO / fastconv.set_conv_algo for testing and benchmarking.
+#pragma once
+
+#include <string>
+
+namespace fastconv {
+namespace conv {
+
+enum class ConvAlgo { Auto, Direct, Gemm1x1 };
+
+ConvAlgo forced_conv_algo();
+// "auto", "direct" or "gemm1x1"; anything else is a ValueError naming the choices.
+void set_conv_algo(const std::string& name);
+std::string conv_algo_name();
+
+}  // namespace conv
+}  // namespace fastconv

@@ -1,0 +1,447 @@
+// ATen glue for the CPU conv2d kernels: argument checks, algorithm choice, layout buffers,
+// work split and the CPU registrations.
+//
+// Algorithm heuristic (forced with FASTCONV_CONV_ALGO / fastconv.set_conv_algo):
+//   gemm1x1  1x1, stride 1, no padding, NCHW in and out: a GEMM over each image with pixels
+//            in the SIMD lanes, reading the caller's tensor as it is (no conversion).
+//   direct   everything else: NHWC-orientation direct convolution from a zero-padded NHWC
+//            copy of the input (none when the input is channels_last and unpadded); output
+//            written straight into NCHW or channels_last.
+// A forced algorithm that cannot run a shape (gemm1x1 on a 3x3) falls back to direct.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <stdexcept>
+#include <tuple>
+
+#include "../../common/dispatch.h"
+#include "conv_algo.h"
+#include "conv_kernels.h"
+
+namespace fastconv {
+namespace conv {
+
+namespace {
+
+std::atomic<int> g_algo{-1};
+
+bool parse_algo(const std::string& s, ConvAlgo* out) {
+  if (s == "auto") *out = ConvAlgo::Auto;
+  else if (s == "direct") *out = ConvAlgo::Direct;
+  else if (s == "gemm1x1") *out = ConvAlgo::Gemm1x1;
+  else return false;
+  return true;
+}
+
+}  // namespace
+
+ConvAlgo forced_conv_algo() {
+  int v = g_algo.load(std::memory_order_relaxed);
+  if (v < 0) {
+    ConvAlgo a = ConvAlgo::Auto;
+    const char* env = std::getenv("FASTCONV_CONV_ALGO");
+    if (env && *env) parse_algo(env, &a);  // validated loudly on import (fastconv/__init__.py)
+    v = static_cast<int>(a);
+    g_algo.store(v, std::memory_order_relaxed);
+  }
+  return static_cast<ConvAlgo>(v);
+}
+
+void set_conv_algo(const std::string& name) {
+  ConvAlgo a;
+  if (!parse_algo(name, &a))
+    throw std::invalid_argument("conv algorithm must be one of 'auto', 'direct', 'gemm1x1'; got '" +
+                                name + "'");
+  g_algo.store(static_cast<int>(a), std::memory_order_relaxed);
+}
+
+std::string conv_algo_name() {
+  switch (forced_conv_algo()) {
+    case ConvAlgo::Direct: return "direct";
+    case ConvAlgo::Gemm1x1: return "gemm1x1";
+    default: return "auto";
+  }
+}
+
+namespace {
+
+template <class T>
+const ConvKernels<T>* select_kernels();
+template <>
+const ConvKernels<float>* select_kernels<float>() {
+  return pick_kernels(conv_kernels_avx512_float(), conv_kernels_avx2_float(), conv_kernels_default_float());
+}
+template <>
+const ConvKernels<double>* select_kernels<double>() {
+  return pick_kernels(conv_kernels_avx512_double(), conv_kernels_avx2_double(), conv_kernels_default_double());
+}
+
+Strides4 strides_of(const at::Tensor& t) {
+  return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+void check_float_dtype(const char* op, const char* name, const at::Tensor& t) {
+  const auto s = t.scalar_type();
+  TORCH_CHECK_VALUE(s == at::kFloat || s == at::kDouble || s == at::kBFloat16 || s == at::kHalf, op,
+                    ": ", name, " must be float32, float64, bfloat16 or float16, got ", s);
+}
+
+void check_same(const char* op, const char* name, const at::Tensor& t, const at::Tensor& input) {
+  TORCH_CHECK_VALUE(t.scalar_type() == input.scalar_type(), op, ": ", name, " must have the dtype of input (",
+                    input.scalar_type(), "), got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.device() == input.device(), op, ": ", name, " must be on input's device (",
+                    input.device(), "), got ", t.device());
+}
+
+ConvParams check_conv(const char* op, const at::Tensor& input, const at::Tensor& weight,
+                      at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                      int64_t groups) {
+  TORCH_CHECK_VALUE(input.dim() == 4, op, ": input must be 4-D (N, C, H, W), got ", input.dim(),
+                    "-D (shape ", input.sizes(), ")");
+  TORCH_CHECK_VALUE(weight.dim() == 4, op, ": weight must be 4-D (out_channels, in_channels / groups, "
+                    "kH, kW), got ", weight.dim(), "-D (shape ", weight.sizes(), ")");
+  check_float_dtype(op, "input", input);
+  check_same(op, "weight", weight, input);
+  TORCH_CHECK_VALUE(stride.size() == 2 && padding.size() == 4 && dilation.size() == 2, op,
+                    ": expected stride (2), padding (top, bottom, left, right) and dilation (2)");
+  TORCH_CHECK_VALUE(stride[0] >= 1 && stride[1] >= 1, op, ": stride must be >= 1, got ", stride);
+  TORCH_CHECK_VALUE(dilation[0] >= 1 && dilation[1] >= 1, op, ": dilation must be >= 1, got ", dilation);
+  for (auto v : padding) TORCH_CHECK_VALUE(v >= 0, op, ": padding must be >= 0, got ", padding);
+  TORCH_CHECK_VALUE(groups >= 1, op, ": groups must be >= 1, got ", groups);
+  ConvParams p;
+  p.N = input.size(0);
+  p.C = input.size(1);
+  p.H = input.size(2);
+  p.W = input.size(3);
+  p.OC = weight.size(0);
+  p.KH = weight.size(2);
+  p.KW = weight.size(3);
+  p.sh = stride[0];
+  p.sw = stride[1];
+  p.dh = dilation[0];
+  p.dw = dilation[1];
+  p.pt = padding[0];
+  p.pb = padding[1];
+  p.pl = padding[2];
+  p.pr = padding[3];
+  p.groups = groups;
+  TORCH_CHECK_VALUE(p.C % groups == 0, op, ": groups (", groups, ") must divide the input channels (", p.C, ")");
+  TORCH_CHECK_VALUE(p.OC % groups == 0, op, ": groups (", groups, ") must divide the output channels (",
+                    p.OC, ", weight.size(0))");
+  TORCH_CHECK_VALUE(weight.size(1) == p.C / groups, op, ": weight.size(1) must be in_channels / groups = ",
+                    p.C, " / ", groups, " = ", p.C / groups, ", got weight of shape ", weight.sizes());
+  TORCH_CHECK_VALUE(p.KH >= 1 && p.KW >= 1, op, ": weight's kernel size must be >= 1, got ", weight.sizes());
+  p.OH = conv_output_size(p.H, p.pt, p.pb, p.KH, p.sh, p.dh);
+  p.OW = conv_output_size(p.W, p.pl, p.pr, p.KW, p.sw, p.dw);
+  TORCH_CHECK_VALUE(p.OH >= 1 && p.OW >= 1, op, ": the (dilated) kernel ", (p.KH - 1) * p.dh + 1, "x",
+                    (p.KW - 1) * p.dw + 1, " is larger than the padded input ", p.H + p.pt + p.pb, "x",
+                    p.W + p.pl + p.pr);
+  return p;
+}
+
+bool wants_channels_last(const at::Tensor& input, const at::Tensor& weight) {
+  // torch's rule for CPU convolutions: channels_last out if input or weight is.
+  return input.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
+         weight.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+}
+
+bool is_plain_1x1(const ConvParams& p) {
+  return p.KH == 1 && p.KW == 1 && p.sh == 1 && p.sw == 1 && p.pt == 0 && p.pb == 0 && p.pl == 0 &&
+         p.pr == 0;
+}
+
+bool use_gemm1x1(const ConvParams& p, bool channels_last) {
+  return !channels_last && is_plain_1x1(p) && forced_conv_algo() != ConvAlgo::Direct;
+}
+
+// Tasks of the NHWC forward: aim for ~256 output pixels per task.
+template <class T>
+FwdPlan nhwc_plan(const ConvKernels<T>* kt, const ConvParams& p) {
+  FwdPlan plan;
+  plan.blocks = ceil_div(p.ocg(), kt->nr);
+  plan.rows_per_task = std::clamp<int64_t>(ceil_div(256, p.OW), 1, std::max<int64_t>(p.OH, 1));
+  plan.row_chunks = ceil_div(p.OH, plan.rows_per_task);
+  return plan;
+}
+
+// Tasks of the NCHW 1x1 GEMM: pixel chunks whose input rows (icg x chunk) fit in ~64 KB.
+template <class T>
+FwdPlan gemm1x1_plan(const ConvKernels<T>* kt, const ConvParams& p) {
+  FwdPlan plan;
+  const int64_t hw = p.H * p.W;
+  const int64_t chunk = std::max<int64_t>(kt->nr, (16384 / std::max<int64_t>(p.icg(), 1)) / kt->nr * kt->nr);
+  plan.rows_per_task = std::min<int64_t>(chunk, std::max<int64_t>(hw, 1));
+  plan.row_chunks = ceil_div(hw, plan.rows_per_task);
+  plan.blocks = 1;
+  return plan;
+}
+
+// The input as a padded NHWC stack, reusing the tensor itself when it already is one.
+template <class T>
+PaddedNhwc<T> padded_nhwc(const ConvKernels<T>* kt, const at::Tensor& x, int64_t pt, int64_t pb,
+                          int64_t pl, int64_t pr, at::Tensor& storage) {
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  PaddedNhwc<T> out;
+  out.c = C;
+  out.hp = H + pt + pb;
+  out.wp = W + pl + pr;
+  if (pt == 0 && pb == 0 && pl == 0 && pr == 0 && x.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    out.data = x.const_data_ptr<T>();
+    return out;
+  }
+  storage = at::empty({N * out.hp * out.wp * C}, x.options());
+  T* dst = storage.mutable_data_ptr<T>();
+  const T* src = x.const_data_ptr<T>();
+  const Strides4 s = strides_of(x);
+  const int64_t hp = out.hp, wp = out.wp;
+  at::parallel_for(0, N * hp, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, wp * C)),
+                   [&](int64_t b, int64_t e) { kt->pack_nhwc(src, s, C, H, W, pt, pl, hp, wp, dst, b, e); });
+  out.data = dst;
+  return out;
+}
+
+template <class T>
+at::Tensor packed_weight(const ConvKernels<T>* kt, const at::Tensor& w, const ConvParams& p, bool swap,
+                         bool flip, int block) {
+  const int64_t blocked = swap ? p.icg() : p.ocg(), kdim = swap ? p.ocg() : p.icg();
+  at::Tensor out = at::empty({p.groups * ceil_div(blocked, block) * block * p.KH * p.KW * kdim}, w.options());
+  kt->pack_weight(w.const_data_ptr<T>(), p, swap, flip, block, out.mutable_data_ptr<T>());
+  return out;
+}
+
+template <class T>
+void forward_into(const ConvParams& p, const at::Tensor& x, const at::Tensor& w, const Epilogue<T>& ep,
+                  at::Tensor& y, bool channels_last) {
+  const auto* kt = select_kernels<T>();
+  if (use_gemm1x1(p, channels_last) && x.is_contiguous() && y.is_contiguous()) {
+    const at::Tensor wp = packed_weight(kt, w, p, false, false, kt->mr_nchw);
+    const FwdPlan plan = gemm1x1_plan(kt, p);
+    const T* xs = x.const_data_ptr<T>();
+    const T* ws = wp.const_data_ptr<T>();
+    T* ys = y.mutable_data_ptr<T>();
+    at::parallel_for(0, p.N * p.groups * plan.row_chunks, 1, [&](int64_t b, int64_t e) {
+      kt->forward_1x1_nchw(xs, ws, p, plan, ep, ys, b, e);
+    });
+    return;
+  }
+  at::Tensor storage;
+  const PaddedNhwc<T> xp = padded_nhwc<T>(kt, x, p.pt, p.pb, p.pl, p.pr, storage);
+  const at::Tensor wp = packed_weight(kt, w, p, false, false, kt->nr);
+  const FwdPlan plan = nhwc_plan(kt, p);
+  const T* ws = wp.const_data_ptr<T>();
+  T* ys = y.mutable_data_ptr<T>();
+  const Strides4 yst = strides_of(y);
+  at::parallel_for(0, plan.tasks(p), 1, [&](int64_t b, int64_t e) {
+    kt->forward_nhwc(xp, ws, p, plan, ep, ys, yst, b, e);
+  });
+}
+
+at::Tensor conv2d_fused_cpu(const at::Tensor& input, const at::Tensor& weight,
+                            const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& scale,
+                            const std::optional<at::Tensor>& shift, const std::optional<at::Tensor>& residual,
+                            bool relu, at::IntArrayRef stride, at::IntArrayRef padding,
+                            at::IntArrayRef dilation, int64_t groups) {
+  const char* op = "conv2d";
+  const ConvParams p = check_conv(op, input, weight, stride, padding, dilation, groups);
+  auto check_vec = [&](const std::optional<at::Tensor>& t, const char* name) {
+    if (!t.has_value()) return;
+    check_same(op, name, *t, input);
+    TORCH_CHECK_VALUE(t->dim() == 1 && t->size(0) == p.OC, op, ": ", name,
+                      " must have shape (out_channels,) = (", p.OC, ",), got ", t->sizes());
+  };
+  check_vec(bias, "bias");
+  check_vec(scale, "scale");
+  check_vec(shift, "shift");
+  if (residual.has_value()) {
+    check_same(op, "residual", *residual, input);
+    TORCH_CHECK_VALUE(residual->sizes() == at::IntArrayRef({p.N, p.OC, p.OH, p.OW}), op,
+                      ": residual must have the output's shape (", p.N, ", ", p.OC, ", ", p.OH, ", ", p.OW,
+                      "), got ", residual->sizes());
+  }
+  if (is_reduced_precision(input)) {
+    auto f = [](const std::optional<at::Tensor>& t) {
+      return t.has_value() ? std::optional<at::Tensor>(t->to(at::kFloat)) : std::nullopt;
+    };
+    return conv2d_fused_cpu(input.to(at::kFloat), weight.to(at::kFloat), f(bias), f(scale), f(shift),
+                            f(residual), relu, stride, padding, dilation, groups)
+        .to(input.scalar_type());
+  }
+  const bool cl = wants_channels_last(input, weight);
+  at::Tensor y = at::empty({p.N, p.OC, p.OH, p.OW},
+                           input.options().memory_format(cl ? at::MemoryFormat::ChannelsLast
+                                                            : at::MemoryFormat::Contiguous));
+  if (y.numel() == 0) return y;
+  const at::Tensor w = weight.contiguous();
+  // One per-channel shift: bias * scale + shift (bias alone when there is no scale).
+  at::Tensor shift_eff;
+  if (bias.has_value() && scale.has_value()) {
+    shift_eff = bias->mul(*scale);
+    if (shift.has_value()) shift_eff.add_(*shift);
+  } else if (bias.has_value() && shift.has_value()) {
+    shift_eff = bias->add(*shift);
+  } else if (bias.has_value()) {
+    shift_eff = bias->contiguous();
+  } else if (shift.has_value()) {
+    shift_eff = shift->contiguous();
+  }
+  at::Tensor scale_c = scale.has_value() ? scale->contiguous() : at::Tensor();
+  at::Tensor res = residual.has_value() ? residual->contiguous(y.suggest_memory_format()) : at::Tensor();
+  const at::Tensor x = input;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv2d_cpu", [&] {
+    Epilogue<scalar_t> ep;
+    ep.scale = scale_c.defined() ? scale_c.const_data_ptr<scalar_t>() : nullptr;
+    ep.shift = shift_eff.defined() ? shift_eff.const_data_ptr<scalar_t>() : nullptr;
+    if (res.defined()) {
+      ep.residual = res.const_data_ptr<scalar_t>();
+      ep.rs = strides_of(res);
+    }
+    ep.relu = relu;
+    forward_into<scalar_t>(p, x, w, ep, y, cl);
+  });
+  return y;
+}
+
+at::Tensor conv2d_cpu(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                      at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  return conv2d_fused_cpu(input, weight, bias, std::nullopt, std::nullopt, std::nullopt, false, stride, padding,
+                          dilation, groups);
+}
+
+template <class T>
+void input_grad(const ConvParams& p, const at::Tensor& go, const at::Tensor& w, at::Tensor& gx) {
+  const auto* kt = select_kernels<T>();
+  // Roles swapped: the output gradient is the input of a convolution producing gx.
+  ConvParams q = p;
+  q.C = p.OC;
+  q.H = p.OH;
+  q.W = p.OW;
+  q.OC = p.C;
+  q.OH = p.H;
+  q.OW = p.W;
+  const bool gx_cl = !gx.is_contiguous();
+  if (is_plain_1x1(p) && !gx_cl && forced_conv_algo() != ConvAlgo::Direct) {
+    const at::Tensor g = go.contiguous();
+    const at::Tensor wp = packed_weight(kt, w, p, true, false, kt->mr_nchw);
+    const FwdPlan plan = gemm1x1_plan(kt, q);
+    const T* gs = g.const_data_ptr<T>();
+    const T* ws = wp.const_data_ptr<T>();
+    T* xs = gx.mutable_data_ptr<T>();
+    const Epilogue<T> ep;
+    at::parallel_for(0, q.N * q.groups * plan.row_chunks, 1, [&](int64_t b, int64_t e) {
+      kt->forward_1x1_nchw(gs, ws, q, plan, ep, xs, b, e);
+    });
+    return;
+  }
+  if (p.sh == 1 && p.sw == 1) {
+    q.pt = transposed_pad(p.pt, p.KH, p.dh);
+    q.pb = transposed_pad(p.pb, p.KH, p.dh);
+    q.pl = transposed_pad(p.pl, p.KW, p.dw);
+    q.pr = transposed_pad(p.pr, p.KW, p.dw);
+    at::Tensor storage;
+    const PaddedNhwc<T> gp = padded_nhwc<T>(kt, go, q.pt, q.pb, q.pl, q.pr, storage);
+    const at::Tensor wp = packed_weight(kt, w, p, true, true, kt->nr);
+    const FwdPlan plan = nhwc_plan(kt, q);
+    const T* ws = wp.const_data_ptr<T>();
+    T* xs = gx.mutable_data_ptr<T>();
+    const Strides4 xst = strides_of(gx);
+    const Epilogue<T> ep;
+    at::parallel_for(0, plan.tasks(q), 1, [&](int64_t b, int64_t e) {
+      kt->forward_nhwc(gp, ws, q, plan, ep, xs, xst, b, e);
+    });
+    return;
+  }
+  // Strided: scatter into a padded NHWC buffer, then crop into gx.
+  const int64_t hp = p.H + p.pt + p.pb, wpd = p.W + p.pl + p.pr;
+  at::Tensor buf = at::empty({p.N * hp * wpd * p.C}, go.options());
+  const at::Tensor wp = packed_weight(kt, w, p, true, false, kt->nr);
+  const Strides4 gst = strides_of(go);
+  const T* gs = go.const_data_ptr<T>();
+  const T* ws = wp.const_data_ptr<T>();
+  T* bs = buf.mutable_data_ptr<T>();
+  const int64_t tasks = p.N * p.groups * ceil_div(p.icg(), kt->nr);
+  at::parallel_for(0, tasks, 1, [&](int64_t b, int64_t e) {
+    kt->input_grad_scatter(gs, gst, ws, p, bs, hp, wpd, b, e);
+  });
+  T* xs = gx.mutable_data_ptr<T>();
+  const Strides4 xst = strides_of(gx);
+  at::parallel_for(0, p.N * p.H, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, p.W * p.C)),
+                   [&](int64_t b, int64_t e) {
+                     kt->unpack_nhwc(bs, hp, wpd, p.C, p.pt, p.pl, p.H, p.W, xs, xst, b, e);
+                   });
+}
+
+template <class T>
+void weight_and_bias_grad(const ConvParams& p, const at::Tensor& go, const at::Tensor& x, at::Tensor* gw,
+                          at::Tensor* gb) {
+  const auto* kt = select_kernels<T>();
+  const Strides4 gst = strides_of(go);
+  const T* gs = go.const_data_ptr<T>();
+  if (gw) {
+    at::Tensor storage;
+    const PaddedNhwc<T> xp = padded_nhwc<T>(kt, x, p.pt, p.pb, p.pl, p.pr, storage);
+    T* out = gw->mutable_data_ptr<T>();
+    at::parallel_for(0, kt->weight_grad_tiles(p), 1, [&](int64_t b, int64_t e) {
+      kt->weight_grad(gs, gst, xp, p, out, b, e);
+    });
+  }
+  if (gb) {
+    T* out = gb->mutable_data_ptr<T>();
+    at::parallel_for(0, p.OC, 16, [&](int64_t b, int64_t e) { kt->bias_grad(gs, gst, p, out, b, e); });
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, std::array<bool, 3> mask) {
+  const char* op = "conv2d_backward";
+  const ConvParams p = check_conv(op, input, weight, stride, padding, dilation, groups);
+  check_same(op, "grad_output", grad_output, input);
+  TORCH_CHECK_VALUE(grad_output.sizes() == at::IntArrayRef({p.N, p.OC, p.OH, p.OW}), op,
+                    ": grad_output must have the output's shape (", p.N, ", ", p.OC, ", ", p.OH, ", ", p.OW,
+                    "), got ", grad_output.sizes());
+  if (is_reduced_precision(input)) {
+    auto r = conv2d_backward_cpu(grad_output.to(at::kFloat), input.to(at::kFloat), weight.to(at::kFloat),
+                                 stride, padding, dilation, groups, mask);
+    const auto t = input.scalar_type();
+    return {std::get<0>(r).to(t), std::get<1>(r).to(t), std::get<2>(r).to(t)};
+  }
+  const bool cl = wants_channels_last(input, weight);
+  const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  at::Tensor gx = mask[0] ? at::empty(input.sizes(), input.options().memory_format(fmt)) : at::empty({0}, input.options());
+  at::Tensor gwb;  // (OC, KH, KW, ICg): the kernel's layout
+  at::Tensor gb = mask[2] ? at::empty({p.OC}, input.options()) : at::empty({0}, input.options());
+  if (mask[1]) gwb = at::empty({p.OC, p.KH, p.KW, p.icg()}, input.options());
+  const bool empty = p.N == 0 || p.OC == 0 || input.numel() == 0;
+  if (empty) {
+    if (mask[0]) gx.zero_();
+    if (mask[1]) gwb.zero_();
+    if (mask[2]) gb.zero_();
+  } else {
+    const at::Tensor w = weight.contiguous();
+    const at::Tensor g = grad_output.contiguous(fmt);
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "conv2d_backward_cpu", [&] {
+      if (mask[0]) input_grad<scalar_t>(p, g, w, gx);
+      if (mask[1] || mask[2])
+        weight_and_bias_grad<scalar_t>(p, g, input, mask[1] ? &gwb : nullptr, mask[2] ? &gb : nullptr);
+    });
+  }
+  at::Tensor gw = mask[1] ? gwb.permute({0, 3, 1, 2}).contiguous(weight.suggest_memory_format())
+                          : at::empty({0}, input.options());
+  return {gx, gw, gb};
+}
+
+}  // namespace
+}  // namespace conv
+}  // namespace fastconv
+
+TORCH_LIBRARY_IMPL(fastconv, CPU, m) {
+  m.impl("conv2d", &fastconv::conv::conv2d_cpu);
+  m.impl("conv2d_fused", &fastconv::conv::conv2d_fused_cpu);
+  m.impl("conv2d_backward", &fastconv::conv::conv2d_backward_cpu);
+}

@@ -1,0 +1,103 @@
+// Raw-pointer conv2d kernels, one table per ISA (conv_kernels_{avx512,avx2,default}.cpp); no
+// torch headers. Every kernel takes a range of independent tasks so the glue can hand ranges
+// to at::parallel_for; a task never writes memory another task writes.
+//
+// Layouts: "padded NHWC" buffers are [N][Hp][Wp][C] with the zero border already in place,
+// so the inner loops never test bounds. Tensors passed with strides (sN, sC, sH, sW) may be
+// NCHW, channels_last or any view.
+#pragma once
+
+#include <cstdint>
+
+#include "conv_math.h"
+
+namespace fastconv {
+namespace conv {
+
+struct Strides4 {
+  int64_t n = 0, c = 0, h = 0, w = 0;
+};
+
+// y = relu?(acc * scale[oc] + shift[oc] + residual)   (scale / shift / residual optional;
+// a plain bias is a shift).
+template <class T>
+struct Epilogue {
+  const T* scale = nullptr;
+  const T* shift = nullptr;
+  const T* residual = nullptr;
+  Strides4 rs;  // residual strides (the output's shape)
+  bool relu = false;
+};
+
+// A padded NHWC image stack: data[((n * hp + h) * wp + w) * c + ch].
+template <class T>
+struct PaddedNhwc {
+  const T* data = nullptr;
+  int64_t hp = 0, wp = 0, c = 0;
+};
+
+// Work split of the output-stationary kernels: one task is (n, group, channel block, a chunk
+// of output rows).
+struct FwdPlan {
+  int64_t blocks = 1;          // channel blocks per group
+  int64_t rows_per_task = 1;
+  int64_t row_chunks = 1;
+  int64_t tasks(const ConvParams& p) const { return p.N * p.groups * blocks * row_chunks; }
+};
+
+template <class T>
+struct ConvKernels {
+  int mr;  // output pixels per microkernel tile (NHWC orientation)
+  int nr;  // output channels per tile (NHWC orientation): 2 SIMD vectors
+  int mr_nchw;  // output channels per tile in the NCHW (pixels-in-vectors) orientation
+
+  // dst rows [row_begin, row_end) of the N * hp rows of a padded NHWC buffer from src:
+  // dst[n][h][w][c] = src[n][c][h - pt][w - pl] inside, 0 outside (negative pads crop).
+  void (*pack_nhwc)(const T* src, Strides4 s, int64_t C, int64_t H, int64_t W, int64_t pt,
+                    int64_t pl, int64_t hp, int64_t wp, T* dst, int64_t row_begin, int64_t row_end);
+  // Copies dst[n][c][h][w] = src[n][h + pt][w + pl][c] for rows [row_begin, row_end) of the
+  // N * H output rows.
+  void (*unpack_nhwc)(const T* src, int64_t hp, int64_t wp, int64_t C, int64_t pt, int64_t pl,
+                      int64_t H, int64_t W, T* dst, Strides4 d, int64_t row_begin, int64_t row_end);
+
+  // Weight (OC, ICg, KH, KW) contiguous -> blocks of `block` channels:
+  // out[g][blk][kh][kw][k][block]. swap: the blocked axis is the input channel and k runs over
+  // output channels (input-gradient weights); flip: kh, kw reversed. Zero-filled past the end.
+  void (*pack_weight)(const T* w, const ConvParams& p, bool swap, bool flip, int block, T* out);
+
+  // Direct convolution, NHWC orientation: tiles of mr output pixels x nr output channels,
+  // input broadcast from the padded buffer, packed weights (pack_weight with block nr).
+  void (*forward_nhwc)(const PaddedNhwc<T>& x, const T* wpack, const ConvParams& p,
+                       const FwdPlan& plan, const Epilogue<T>& ep, T* y, Strides4 ys,
+                       int64_t task_begin, int64_t task_end);
+  // 1x1, stride 1, no padding, NCHW in and out (contiguous): a GEMM per image with the pixels
+  // in the SIMD lanes; weights packed with block mr_nchw. No layout conversion at all.
+  void (*forward_1x1_nchw)(const T* x, const T* wpack, const ConvParams& p, const FwdPlan& plan,
+                           const Epilogue<T>& ep, T* y, int64_t task_begin, int64_t task_end);
+
+  // Weight gradient into gw[g][o][kh][kw][ic] (OCg x KH x KW x ICg per group), for tiles
+  // [tile_begin, tile_end) of weight_grad_tiles(p).
+  void (*weight_grad)(const T* go, Strides4 gs, const PaddedNhwc<T>& x, const ConvParams& p,
+                      T* gw, int64_t tile_begin, int64_t tile_end);
+  int64_t (*weight_grad_tiles)(const ConvParams& p);
+
+  // Input gradient of a strided layer: scatter-adds into a zeroed padded NHWC buffer
+  // gx[N][hp][wp][C]; task = (n, group, input-channel block of nr); weights packed with
+  // swap, no flip, block nr.
+  void (*input_grad_scatter)(const T* go, Strides4 gs, const T* wpack, const ConvParams& p,
+                             T* gx, int64_t hp, int64_t wp, int64_t task_begin, int64_t task_end);
+
+  // grad_bias[oc] = sum over n, h, w of go, for output channels [oc_begin, oc_end).
+  void (*bias_grad)(const T* go, Strides4 gs, const ConvParams& p, T* gb, int64_t oc_begin,
+                    int64_t oc_end);
+};
+
+const ConvKernels<float>* conv_kernels_avx512_float();
+const ConvKernels<double>* conv_kernels_avx512_double();
+const ConvKernels<float>* conv_kernels_avx2_float();
+const ConvKernels<double>* conv_kernels_avx2_double();
+const ConvKernels<float>* conv_kernels_default_float();
+const ConvKernels<double>* conv_kernels_default_double();
+
+}  // namespace conv
+}  // namespace fastconv

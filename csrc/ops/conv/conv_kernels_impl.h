@@ -1,0 +1,595 @@
+// conv2d kernels, written once against simd.h and compiled per ISA (conv_kernels_<isa>.cpp).
+//
+// Everything runs on one register-blocked microkernel in the BLIS / LIBXSMM style:
+//
+//   acc[r][v] += broadcast(A[r][k]) * B[k][v*W .. v*W + W)     r < M (<= MR), v < NV = 2
+//
+// summed over "segments" of the reduction axis (one per kernel row, or per kernel tap), each
+// a run of k with fixed strides. The same kernel is every layer's inner loop:
+//   forward, NHWC orientation:  A = input pixels (padded NHWC), B = packed weights; a tile is
+//                               MR output pixels of a row x 2 vectors of output channels
+//                               (AVX-512: 14 x 32 in 28 zmm accumulators).
+//   forward 1x1, NCHW:          A = packed weights, B = input rows; MR output channels x 2
+//                               vectors of pixels. No layout conversion.
+//   weight gradient:            A = output gradient, B = input; MR output channels x 2
+//                               vectors of (kw, input channel) — with dilation 1 and one
+//                               group, a kernel row's (kw, ic) pairs are one contiguous run of
+//                               the padded NHWC row, so 3-channel first layers still fill the
+//                               vectors.
+//   input gradient, strided:    A = output gradient, B = packed weights (transposed), the
+//                               tile scatter-added into the input-gradient buffer.
+// Stride-1 input gradients are forward convolutions (see conv_math.h).
+#pragma once
+
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "../../common/simd.h"
+#include "conv_kernels.h"
+
+namespace fastconv {
+namespace conv {
+namespace FASTCONV_CPU_NS {
+
+using namespace ::fastconv::FASTCONV_CPU_NS;
+
+// A run of the reduction axis: len steps from A + a and B + b.
+struct Seg {
+  int64_t a, b, len;
+};
+
+template <class T>
+struct Tile {
+  using S = typename SimdFor<T>::type;
+  using V = typename S::V;
+  static constexpr int W = S::W;
+  static constexpr int NV = 2;
+  static constexpr int NR = NV * W;
+  // Accumulators + 2 B vectors + 1 broadcast fit the register file: 28 + 3 of 32 zmm,
+  // 12 + 3 of 16 ymm.
+  static constexpr int MR = W == 16 ? 14 : W == 8 ? 6 : 4;
+};
+
+// Calls fn(std::integral_constant<int, m>) for a runtime m in [1, MAXM]: tails of a row get
+// a microkernel compiled for their exact size instead of masked rows.
+template <int M, int MAXM, class Fn>
+FASTCONV_ALWAYS_INLINE void with_rows(int m, Fn&& fn) {
+  if constexpr (M <= MAXM) {
+    if (m == M) {
+      fn(std::integral_constant<int, M>{});
+      return;
+    }
+    with_rows<M + 1, MAXM>(m, fn);
+  }
+}
+
+// TAIL: only the first `valid` lanes of B (counted across the NV vectors) are read; the
+// others load as zero, for B rows that end inside the tile.
+template <class T, int M, bool TAIL>
+FASTCONV_ALWAYS_INLINE void ukernel(const T* FASTCONV_RESTRICT a, int64_t a_r, int64_t a_k,
+                                    const T* FASTCONV_RESTRICT b, int64_t b_k, const Seg* segs,
+                                    int64_t nseg, typename Tile<T>::V (&acc)[M][Tile<T>::NV],
+                                    int valid) {
+  using S = typename Tile<T>::S;
+  using V = typename Tile<T>::V;
+  constexpr int NV = Tile<T>::NV, W = Tile<T>::W;
+  int lanes[NV];
+  for (int v = 0; v < NV; ++v) lanes[v] = std::clamp(valid - v * W, 0, W);
+  // A local copy: GCC keeps a by-reference array in memory and stores it back every step.
+  V c[M][NV];
+#pragma GCC unroll 16
+  for (int r = 0; r < M; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) c[r][v] = acc[r][v];
+  for (int64_t s = 0; s < nseg; ++s) {
+    const T* ap = a + segs[s].a;
+    const T* bp = b + segs[s].b;
+    for (int64_t k = segs[s].len; k > 0; --k, ap += a_k, bp += b_k) {
+      V bv[NV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        if constexpr (TAIL)
+          bv[v] = lanes[v] ? S::load_n(bp + v * W, lanes[v]) : S::zero();
+        else
+          bv[v] = S::load(bp + v * W);
+      }
+#pragma GCC unroll 16
+      for (int r = 0; r < M; ++r) {
+        const V x = S::set1(ap[r * a_r]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) c[r][v] = S::fma(x, bv[v], c[r][v]);
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < M; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = c[r][v];
+}
+
+template <class T, int M>
+FASTCONV_ALWAYS_INLINE void zero_acc(typename Tile<T>::V (&acc)[M][Tile<T>::NV]) {
+  for (int r = 0; r < M; ++r)
+    for (int v = 0; v < Tile<T>::NV; ++v) acc[r][v] = Tile<T>::S::zero();
+}
+
+// ---- layout conversion --------------------------------------------------------------------
+
+template <class T>
+void pack_nhwc(const T* src, Strides4 s, int64_t C, int64_t H, int64_t W, int64_t pt, int64_t pl,
+               int64_t hp, int64_t wp, T* dst, int64_t row_begin, int64_t row_end) {
+  const int64_t w_lo = std::clamp<int64_t>(pl, 0, wp);
+  const int64_t w_hi = std::clamp<int64_t>(pl + W, w_lo, wp);
+  for (int64_t row = row_begin; row < row_end; ++row) {
+    const int64_t n = row / hp, h = row % hp - pt;
+    T* d = dst + row * wp * C;
+    if (h < 0 || h >= H || w_hi <= w_lo) {
+      std::memset(d, 0, sizeof(T) * wp * C);
+      continue;
+    }
+    std::memset(d, 0, sizeof(T) * w_lo * C);
+    std::memset(d + w_hi * C, 0, sizeof(T) * (wp - w_hi) * C);
+    const T* sr = src + n * s.n + h * s.h + (w_lo - pl) * s.w;
+    T* dr = d + w_lo * C;
+    const int64_t len = w_hi - w_lo;
+    if (s.c == 1 && s.w == C) {
+      std::memcpy(dr, sr, sizeof(T) * len * C);
+    } else if (s.w == 1) {
+      // Channel planes to pixel-major, in 16 x 16 blocks so both sides stay in cache lines.
+      for (int64_t c0 = 0; c0 < C; c0 += 16) {
+        const int64_t c1 = std::min<int64_t>(C, c0 + 16);
+        for (int64_t w0 = 0; w0 < len; w0 += 16) {
+          const int64_t w1 = std::min<int64_t>(len, w0 + 16);
+          for (int64_t c = c0; c < c1; ++c) {
+            const T* sc = sr + c * s.c;
+            for (int64_t w = w0; w < w1; ++w) dr[w * C + c] = sc[w];
+          }
+        }
+      }
+    } else {
+      for (int64_t w = 0; w < len; ++w)
+        for (int64_t c = 0; c < C; ++c) dr[w * C + c] = sr[w * s.w + c * s.c];
+    }
+  }
+}
+
+template <class T>
+void unpack_nhwc(const T* src, int64_t hp, int64_t wp, int64_t C, int64_t pt, int64_t pl, int64_t H,
+                 int64_t W, T* dst, Strides4 d, int64_t row_begin, int64_t row_end) {
+  for (int64_t row = row_begin; row < row_end; ++row) {
+    const int64_t n = row / H, h = row % H;
+    const T* sr = src + ((n * hp + h + pt) * wp + pl) * C;
+    T* dr = dst + n * d.n + h * d.h;
+    if (d.c == 1 && d.w == C) {
+      std::memcpy(dr, sr, sizeof(T) * W * C);
+    } else if (d.w == 1) {
+      for (int64_t c0 = 0; c0 < C; c0 += 16) {
+        const int64_t c1 = std::min<int64_t>(C, c0 + 16);
+        for (int64_t w0 = 0; w0 < W; w0 += 16) {
+          const int64_t w1 = std::min<int64_t>(W, w0 + 16);
+          for (int64_t c = c0; c < c1; ++c) {
+            T* dc = dr + c * d.c;
+            for (int64_t w = w0; w < w1; ++w) dc[w] = sr[w * C + c];
+          }
+        }
+      }
+    } else {
+      for (int64_t w = 0; w < W; ++w)
+        for (int64_t c = 0; c < C; ++c) dr[w * d.w + c * d.c] = sr[w * C + c];
+    }
+  }
+}
+
+template <class T>
+void pack_weight(const T* w, const ConvParams& p, bool swap, bool flip, int block, T* out) {
+  const int64_t ICg = p.icg(), OCg = p.ocg(), KH = p.KH, KW = p.KW;
+  const int64_t blocked = swap ? ICg : OCg, kdim = swap ? OCg : ICg;
+  const int64_t nblk = (blocked + block - 1) / block;
+  for (int64_t g = 0; g < p.groups; ++g)
+    for (int64_t blk = 0; blk < nblk; ++blk)
+      for (int64_t kh = 0; kh < KH; ++kh)
+        for (int64_t kw = 0; kw < KW; ++kw)
+          for (int64_t k = 0; k < kdim; ++k)
+            for (int64_t l = 0; l < block; ++l) {
+              const int64_t ch = blk * block + l;
+              const int64_t khs = flip ? KH - 1 - kh : kh, kws = flip ? KW - 1 - kw : kw;
+              T v = T(0);
+              if (ch < blocked) {
+                const int64_t o = swap ? k : ch, i = swap ? ch : k;
+                v = w[(((g * OCg + o) * ICg + i) * KH + khs) * KW + kws];
+              }
+              *out++ = v;
+            }
+}
+
+// ---- epilogues --------------------------------------------------------------------------
+
+template <class T>
+FASTCONV_ALWAYS_INLINE T finish_scalar(T v, const Epilogue<T>& ep, const T* res) {
+  if (ep.residual) v += *res;
+  if (ep.relu) v = v < T(0) ? T(0) : v;  // NaN stays NaN, as torch.relu
+  return v;
+}
+
+// Tile of m pixels x nvalid channels (channels in the lanes). y / res point at pixel 0,
+// channel oc0; ys / ep.rs step pixels by .w and channels by .c.
+template <class T, int M>
+FASTCONV_ALWAYS_INLINE void store_pixels_by_channels(typename Tile<T>::V (&acc)[M][Tile<T>::NV],
+                                                     const Epilogue<T>& ep, int64_t oc0, int nvalid,
+                                                     T* y, Strides4 ys, const T* res) {
+  using S = typename Tile<T>::S;
+  using V = typename Tile<T>::V;
+  constexpr int NV = Tile<T>::NV, W = Tile<T>::W, NR = Tile<T>::NR;
+  int lanes[NV];
+  for (int v = 0; v < NV; ++v) lanes[v] = std::clamp(nvalid - v * W, 0, W);
+  for (int v = 0; v < NV; ++v) {
+    if (lanes[v] == 0) continue;
+    if (ep.scale) {
+      const V sc = S::load_n(ep.scale + oc0 + v * W, lanes[v]);
+      for (int r = 0; r < M; ++r) acc[r][v] = S::mul(acc[r][v], sc);
+    }
+    if (ep.shift) {
+      const V sh = S::load_n(ep.shift + oc0 + v * W, lanes[v]);
+      for (int r = 0; r < M; ++r) acc[r][v] = S::add(acc[r][v], sh);
+    }
+  }
+  if (ys.c == 1 && (!ep.residual || ep.rs.c == 1)) {
+    for (int r = 0; r < M; ++r)
+      for (int v = 0; v < NV; ++v) {
+        if (lanes[v] == 0) continue;
+        V o = acc[r][v];
+        if (ep.residual) o = S::add(o, S::load_n(res + r * ep.rs.w + v * W, lanes[v]));
+        if (ep.relu) o = S::max(S::zero(), o);
+        S::store_n(y + r * ys.w + v * W, o, lanes[v]);
+      }
+    return;
+  }
+  // Channel-major output (NCHW): transpose through a stack tile; each channel's m pixels
+  // are then one contiguous run of the output row.
+  alignas(64) T tmp[M][NR];
+  for (int r = 0; r < M; ++r)
+    for (int v = 0; v < NV; ++v) S::store(&tmp[r][v * W], acc[r][v]);
+  for (int c = 0; c < nvalid; ++c) {
+    T* yc = y + c * ys.c;
+    const T* rc = ep.residual ? res + c * ep.rs.c : nullptr;
+    for (int r = 0; r < M; ++r) yc[r * ys.w] = finish_scalar(tmp[r][c], ep, rc ? rc + r * ep.rs.w : nullptr);
+  }
+}
+
+// Tile of M channels (rows) x nvalid contiguous pixels (lanes); y / res at channel 0, pixel 0,
+// channel stride `plane`.
+template <class T, int M>
+FASTCONV_ALWAYS_INLINE void store_channels_by_pixels(typename Tile<T>::V (&acc)[M][Tile<T>::NV],
+                                                     const Epilogue<T>& ep, int64_t oc0, int nvalid,
+                                                     T* y, int64_t plane, const T* res) {
+  using S = typename Tile<T>::S;
+  using V = typename Tile<T>::V;
+  constexpr int NV = Tile<T>::NV, W = Tile<T>::W;
+  for (int r = 0; r < M; ++r) {
+    const V sc = S::set1(ep.scale ? ep.scale[oc0 + r] : T(1));
+    const V sh = S::set1(ep.shift ? ep.shift[oc0 + r] : T(0));
+    for (int v = 0; v < NV; ++v) {
+      const int lanes = std::clamp(nvalid - v * W, 0, W);
+      if (lanes == 0) continue;
+      V o = acc[r][v];
+      if (ep.scale) o = S::mul(o, sc);
+      if (ep.shift) o = S::add(o, sh);
+      if (ep.residual) o = S::add(o, S::load_n(res + r * plane + v * W, lanes));
+      if (ep.relu) o = S::max(S::zero(), o);
+      S::store_n(y + r * plane + v * W, o, lanes);
+    }
+  }
+}
+
+// ---- forward ----------------------------------------------------------------------------
+
+// The reduction of one output pixel as segments over the padded NHWC input (offsets from the
+// pixel's top-left tap) and the packed weights.
+template <class T>
+std::vector<Seg> forward_segments(const ConvParams& p, int64_t wp, int64_t c) {
+  constexpr int NR = Tile<T>::NR;
+  const int64_t icg = p.icg();
+  std::vector<Seg> segs;
+  if (p.groups == 1 && p.dw == 1) {
+    for (int64_t kh = 0; kh < p.KH; ++kh)
+      segs.push_back({kh * p.dh * wp * c, kh * p.KW * icg * NR, p.KW * icg});
+  } else {
+    for (int64_t kh = 0; kh < p.KH; ++kh)
+      for (int64_t kw = 0; kw < p.KW; ++kw)
+        segs.push_back({kh * p.dh * wp * c + kw * p.dw * c, (kh * p.KW + kw) * icg * NR, icg});
+  }
+  return segs;
+}
+
+template <class T>
+void forward_nhwc(const PaddedNhwc<T>& x, const T* wpack, const ConvParams& p, const FwdPlan& plan,
+                  const Epilogue<T>& ep, T* y, Strides4 ys, int64_t task_begin, int64_t task_end) {
+  using V = typename Tile<T>::V;
+  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR, NV = Tile<T>::NV;
+  const int64_t icg = p.icg(), ocg = p.ocg();
+  const std::vector<Seg> segs = forward_segments<T>(p, x.wp, x.c);
+  const int64_t wblock = p.KH * p.KW * icg * NR;
+  const int64_t a_r = p.sw * x.c;
+  for (int64_t t = task_begin; t < task_end; ++t) {
+    const int64_t chunk = t % plan.row_chunks;
+    int64_t rest = t / plan.row_chunks;
+    const int64_t blk = rest % plan.blocks;
+    rest /= plan.blocks;
+    const int64_t g = rest % p.groups, n = rest / p.groups;
+    const int64_t oc0 = g * ocg + blk * NR;
+    const int nvalid = static_cast<int>(std::min<int64_t>(NR, ocg - blk * NR));
+    const T* wb = wpack + (g * plan.blocks + blk) * wblock;
+    const int64_t oh_end = std::min(p.OH, (chunk + 1) * plan.rows_per_task);
+    for (int64_t oh = chunk * plan.rows_per_task; oh < oh_end; ++oh) {
+      const T* arow = x.data + (n * x.hp + oh * p.sh) * x.wp * x.c + g * icg;
+      T* yrow = y + n * ys.n + oc0 * ys.c + oh * ys.h;
+      const T* rrow = ep.residual ? ep.residual + n * ep.rs.n + oc0 * ep.rs.c + oh * ep.rs.h : nullptr;
+      for (int64_t ow0 = 0; ow0 < p.OW; ow0 += MR) {
+        const int m = static_cast<int>(std::min<int64_t>(MR, p.OW - ow0));
+        with_rows<1, MR>(m, [&](auto mc) {
+          constexpr int M = decltype(mc)::value;
+          V acc[M][NV];
+          zero_acc<T, M>(acc);
+          ukernel<T, M, false>(arow + ow0 * a_r, a_r, 1, wb, NR, segs.data(),
+                               static_cast<int64_t>(segs.size()), acc, NR);
+          store_pixels_by_channels<T, M>(acc, ep, oc0, nvalid, yrow + ow0 * ys.w, ys,
+                                         rrow ? rrow + ow0 * ep.rs.w : nullptr);
+        });
+      }
+    }
+  }
+}
+
+template <class T>
+void forward_1x1_nchw(const T* x, const T* wpack, const ConvParams& p, const FwdPlan& plan,
+                      const Epilogue<T>& ep, T* y, int64_t task_begin, int64_t task_end) {
+  using V = typename Tile<T>::V;
+  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR, NV = Tile<T>::NV;
+  const int64_t icg = p.icg(), ocg = p.ocg(), hw = p.H * p.W;
+  const int64_t nblk = (ocg + MR - 1) / MR;
+  // Task: (n, group, a chunk of pixels) with every output-channel block inside, so the
+  // chunk of input rows (icg x chunk pixels) is read from memory once and reused from cache.
+  for (int64_t t = task_begin; t < task_end; ++t) {
+    const int64_t chunk = t % plan.row_chunks;
+    const int64_t rest = t / plan.row_chunks;
+    const int64_t g = rest % p.groups, n = rest / p.groups;
+    const int64_t p_begin = chunk * plan.rows_per_task;
+    const int64_t p_end = std::min(hw, p_begin + plan.rows_per_task);
+    const T* xg = x + (n * p.C + g * icg) * hw;
+    const Seg seg{0, 0, icg};
+    for (int64_t blk = 0; blk < nblk; ++blk) {
+      const int64_t oc0 = g * ocg + blk * MR;
+      const int m = static_cast<int>(std::min<int64_t>(MR, ocg - blk * MR));
+      const T* wb = wpack + (g * nblk + blk) * icg * MR;
+      T* yb = y + (n * p.OC + oc0) * hw;
+      const T* rb = ep.residual ? ep.residual + (n * p.OC + oc0) * hw : nullptr;
+      for (int64_t p0 = p_begin; p0 < p_end; p0 += NR) {
+        const int nvalid = static_cast<int>(std::min<int64_t>(NR, p_end - p0));
+        with_rows<1, MR>(m, [&](auto mc) {
+          constexpr int M = decltype(mc)::value;
+          V acc[M][NV];
+          zero_acc<T, M>(acc);
+          if (nvalid == NR)
+            ukernel<T, M, false>(wb, 1, MR, xg + p0, hw, &seg, 1, acc, NR);
+          else
+            ukernel<T, M, true>(wb, 1, MR, xg + p0, hw, &seg, 1, acc, nvalid);
+          store_channels_by_pixels<T, M>(acc, ep, oc0, nvalid, yb + p0, hw, rb ? rb + p0 : nullptr);
+        });
+      }
+    }
+  }
+}
+
+// ---- weight gradient ----------------------------------------------------------------------
+
+struct WgradShape {
+  bool fused;         // (kw, ic) as one contiguous run (one group, dilation 1)
+  int64_t oblocks;    // output-channel blocks of MR per group
+  int64_t jlen;       // length of the lane axis: KW * ICg (fused) or ICg
+  int64_t jblocks;    // lane blocks of NR
+  int64_t kcols;      // KH (fused) or KH * KW
+};
+
+template <class T>
+WgradShape wgrad_shape(const ConvParams& p) {
+  WgradShape s;
+  s.fused = p.groups == 1 && p.dw == 1;
+  s.oblocks = (p.ocg() + Tile<T>::MR - 1) / Tile<T>::MR;
+  s.jlen = s.fused ? p.KW * p.icg() : p.icg();
+  s.jblocks = (s.jlen + Tile<T>::NR - 1) / Tile<T>::NR;
+  s.kcols = s.fused ? p.KH : p.KH * p.KW;
+  return s;
+}
+
+template <class T>
+int64_t weight_grad_tiles(const ConvParams& p) {
+  const WgradShape s = wgrad_shape<T>(p);
+  return p.groups * s.oblocks * s.kcols * s.jblocks;
+}
+
+template <class T>
+void weight_grad(const T* go, Strides4 gs, const PaddedNhwc<T>& x, const ConvParams& p, T* gw,
+                 int64_t tile_begin, int64_t tile_end) {
+  using S = typename Tile<T>::S;
+  using V = typename Tile<T>::V;
+  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR, NV = Tile<T>::NV, W = Tile<T>::W;
+  const WgradShape sh = wgrad_shape<T>(p);
+  const int64_t icg = p.icg(), ocg = p.ocg();
+  const int64_t rows = p.N * p.OH;
+  // The reduction runs over output pixels in chunks of whole rows (~128 pixels) that stay in
+  // cache while every tile of this task consumes them; a tile's partial sums live in gw
+  // between chunks. Chunks are visited in order, so the result does not depend on threads.
+  const int64_t rows_per_chunk = std::max<int64_t>(1, 128 / std::max<int64_t>(1, p.OW));
+  const int64_t wsize_o = p.KH * p.KW * icg;  // gw stride between output channels
+  std::vector<Seg> segs(rows_per_chunk);
+  for (int64_t r0 = 0; r0 < rows; r0 += rows_per_chunk) {
+    const int64_t r1 = std::min(rows, r0 + rows_per_chunk);
+    const bool first = r0 == 0;
+    for (int64_t t = tile_begin; t < tile_end; ++t) {
+      int64_t rest = t;
+      const int64_t jb = rest % sh.jblocks;
+      rest /= sh.jblocks;
+      const int64_t kc = rest % sh.kcols;
+      rest /= sh.kcols;
+      const int64_t ob = rest % sh.oblocks;
+      const int64_t g = rest / sh.oblocks;
+      const int64_t kh = sh.fused ? kc : kc / p.KW, kw = sh.fused ? 0 : kc % p.KW;
+      const int64_t o0 = ob * MR, j0 = jb * NR;
+      const int m = static_cast<int>(std::min<int64_t>(MR, ocg - o0));
+      const int jvalid = static_cast<int>(std::min<int64_t>(NR, sh.jlen - j0));
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t n = r / p.OH, oh = r % p.OH;
+        segs[r - r0] = {n * gs.n + oh * gs.h + (g * ocg + o0) * gs.c,
+                        ((n * x.hp + oh * p.sh + kh * p.dh) * x.wp + kw * p.dw) * x.c + g * icg + j0,
+                        p.OW};
+      }
+      T* gt = gw + (g * ocg + o0) * wsize_o + (sh.fused ? kh * p.KW * icg : (kh * p.KW + kw) * icg) + j0;
+      int lanes[NV];
+      for (int v = 0; v < NV; ++v) lanes[v] = std::clamp(jvalid - v * W, 0, W);
+      with_rows<1, MR>(m, [&](auto mc) {
+        constexpr int M = decltype(mc)::value;
+        V acc[M][NV];
+        if (first) {
+          zero_acc<T, M>(acc);
+        } else {
+          for (int rr = 0; rr < M; ++rr)
+            for (int v = 0; v < NV; ++v)
+              acc[rr][v] = lanes[v] ? S::load_n(gt + rr * wsize_o + v * W, lanes[v]) : S::zero();
+        }
+        // A tail block reads only its valid lanes: B may be the caller's channels_last tensor.
+        if (jvalid == NR)
+          ukernel<T, M, false>(go, gs.c, gs.w, x.data, p.sw * x.c, segs.data(), r1 - r0, acc, NR);
+        else
+          ukernel<T, M, true>(go, gs.c, gs.w, x.data, p.sw * x.c, segs.data(), r1 - r0, acc, jvalid);
+        for (int rr = 0; rr < M; ++rr)
+          for (int v = 0; v < NV; ++v)
+            if (lanes[v]) S::store_n(gt + rr * wsize_o + v * W, acc[rr][v], lanes[v]);
+      });
+    }
+  }
+}
+
+// ---- input gradient (strided layers) -----------------------------------------------------
+
+template <class T>
+void input_grad_scatter(const T* go, Strides4 gs, const T* wpack, const ConvParams& p, T* gx,
+                        int64_t hp, int64_t wp, int64_t task_begin, int64_t task_end) {
+  using S = typename Tile<T>::S;
+  using V = typename Tile<T>::V;
+  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR, NV = Tile<T>::NV, W = Tile<T>::W;
+  const int64_t icg = p.icg(), ocg = p.ocg(), C = p.C;
+  const int64_t iblocks = (icg + NR - 1) / NR;
+  for (int64_t t = task_begin; t < task_end; ++t) {
+    const int64_t ib = t % iblocks;
+    const int64_t rest = t / iblocks;
+    const int64_t g = rest % p.groups, n = rest / p.groups;
+    const int64_t ic0 = g * icg + ib * NR;
+    const int nvalid = static_cast<int>(std::min<int64_t>(NR, icg - ib * NR));
+    int lanes[NV];
+    for (int v = 0; v < NV; ++v) lanes[v] = std::clamp(nvalid - v * W, 0, W);
+    T* gxn = gx + n * hp * wp * C + ic0;
+    for (int64_t px = 0; px < hp * wp; ++px)
+      std::memset(gxn + px * C, 0, sizeof(T) * nvalid);
+    const Seg seg{0, 0, ocg};
+    for (int64_t oh = 0; oh < p.OH; ++oh)
+      for (int64_t ow0 = 0; ow0 < p.OW; ow0 += MR) {
+        const int m = static_cast<int>(std::min<int64_t>(MR, p.OW - ow0));
+        const T* a = go + n * gs.n + (g * ocg) * gs.c + oh * gs.h + ow0 * gs.w;
+        for (int64_t kh = 0; kh < p.KH; ++kh)
+          for (int64_t kw = 0; kw < p.KW; ++kw) {
+            const T* wb = wpack + (((g * iblocks + ib) * p.KH + kh) * p.KW + kw) * ocg * NR;
+            T* dst = gxn + ((oh * p.sh + kh * p.dh) * wp + ow0 * p.sw + kw * p.dw) * C;
+            with_rows<1, MR>(m, [&](auto mc) {
+              constexpr int M = decltype(mc)::value;
+              V acc[M][NV];
+              zero_acc<T, M>(acc);
+              ukernel<T, M, false>(a, gs.w, gs.c, wb, NR, &seg, 1, acc, NR);
+              for (int r = 0; r < M; ++r)
+                for (int v = 0; v < NV; ++v)
+                  if (lanes[v]) {
+                    T* d = dst + r * p.sw * C + v * W;
+                    S::store_n(d, S::add(S::load_n(d, lanes[v]), acc[r][v]), lanes[v]);
+                  }
+            });
+          }
+      }
+  }
+}
+
+// ---- bias gradient -----------------------------------------------------------------------
+
+template <class T>
+void bias_grad(const T* go, Strides4 gs, const ConvParams& p, T* gb, int64_t oc_begin, int64_t oc_end) {
+  using S = typename Tile<T>::S;
+  using V = typename Tile<T>::V;
+  constexpr int W = Tile<T>::W;
+  if (gs.c == 1) {
+    // Channels in the lanes: one pass over the pixels per vector of channels.
+    for (int64_t oc0 = oc_begin; oc0 < oc_end; oc0 += W) {
+      const int lanes = static_cast<int>(std::min<int64_t>(W, oc_end - oc0));
+      V acc = S::zero();
+      for (int64_t n = 0; n < p.N; ++n)
+        for (int64_t h = 0; h < p.OH; ++h)
+          for (int64_t w = 0; w < p.OW; ++w)
+            acc = S::add(acc, S::load_n(go + n * gs.n + h * gs.h + w * gs.w + oc0, lanes));
+      S::store_n(gb + oc0, acc, lanes);
+    }
+    return;
+  }
+  for (int64_t oc = oc_begin; oc < oc_end; ++oc) {
+    V acc = S::zero();
+    T tail = T(0);
+    for (int64_t n = 0; n < p.N; ++n)
+      for (int64_t h = 0; h < p.OH; ++h) {
+        const T* row = go + n * gs.n + oc * gs.c + h * gs.h;
+        if (gs.w == 1) {
+          int64_t w = 0;
+          for (; w + W <= p.OW; w += W) acc = S::add(acc, S::load(row + w));
+          if (w < p.OW) acc = S::add(acc, S::load_n(row + w, static_cast<int>(p.OW - w)));
+        } else {
+          for (int64_t w = 0; w < p.OW; ++w) tail += row[w * gs.w];
+        }
+      }
+    gb[oc] = S::reduce_add(acc) + tail;
+  }
+}
+
+template <class T>
+const ConvKernels<T>* make_table() {
+  static const ConvKernels<T> table = {
+      Tile<T>::MR,
+      Tile<T>::NR,
+      Tile<T>::MR,
+      &pack_nhwc<T>,
+      &unpack_nhwc<T>,
+      &pack_weight<T>,
+      &forward_nhwc<T>,
+      &forward_1x1_nchw<T>,
+      &weight_grad<T>,
+      &weight_grad_tiles<T>,
+      &input_grad_scatter<T>,
+      &bias_grad<T>,
+  };
+  return &table;
+}
+
+}  // namespace FASTCONV_CPU_NS
+
+}  // namespace conv
+}  // namespace fastconv
+
+#define FASTCONV_CONV_CAT_(a, b, c) a##b##c
+#define FASTCONV_CONV_CAT(a, b, c) FASTCONV_CONV_CAT_(a, b, c)
+
+namespace fastconv {
+namespace conv {
+const ConvKernels<float>* FASTCONV_CONV_CAT(conv_kernels_, FASTCONV_ISA_NAME, _float)() {
+  return FASTCONV_CPU_NS::make_table<float>();
+}
+const ConvKernels<double>* FASTCONV_CONV_CAT(conv_kernels_, FASTCONV_ISA_NAME, _double)() {
+  return FASTCONV_CPU_NS::make_table<double>();
+}
+}  // namespace conv
+}  // namespace fastconv

@@ -1,0 +1,301 @@
+"""conv2d: against torch.nn.functional.conv2d on a randomised grid (every SIMD path, every
+algorithm, NCHW / channels_last / non-contiguous, groups, dilation, 'same' with even
+kernels, stride > kernel, N = 0), gradients, gradcheck, opcheck, compile, nn.Conv2d parity,
+the fused epilogue and clear errors."""
+import copy
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, strategies as st
+
+import fastconv
+
+ALGOS = ["auto", "direct", "gemm1x1"]
+
+
+@pytest.fixture(params=ALGOS)
+def conv_algo(request):
+    previous = fastconv.conv_algo()
+    fastconv.set_conv_algo(request.param)
+    yield request.param
+    fastconv.set_conv_algo(previous)
+
+
+def _tol(dtype):
+    return dict(atol=1e-10, rtol=1e-10) if dtype == torch.float64 else dict(atol=2e-4, rtol=2e-4)
+
+
+def _layout(t, layout):
+    if layout == "channels_last":
+        return t.contiguous(memory_format=torch.channels_last)
+    if layout == "strided":
+        # A non-contiguous view: every other column of a wider tensor.
+        wide = torch.zeros(*t.shape[:-1], 2 * t.shape[-1], dtype=t.dtype)
+        wide[..., ::2] = t
+        return wide[..., ::2]
+    return t.contiguous()
+
+
+@st.composite
+def conv_case(draw):
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    cin = groups * draw(st.integers(1, 5))
+    cout = groups * draw(st.integers(1, 6))
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    dh, dw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    padding = draw(st.one_of(st.tuples(st.integers(0, 3), st.integers(0, 3)), st.just("valid"),
+                             st.just("same")))
+    if padding == "same":
+        sh = sw = 1
+    h = draw(st.integers((kh - 1) * dh + 1, 12))
+    w = draw(st.integers((kw - 1) * dw + 1, 12))
+    n = draw(st.integers(0, 3))
+    bias = draw(st.booleans())
+    return dict(n=n, cin=cin, cout=cout, k=(kh, kw), stride=(sh, sw), dilation=(dh, dw),
+                padding=padding, groups=groups, h=h, w=w, bias=bias)
+
+
+def _make(case, dtype, layout, requires_grad=False):
+    x = _layout(torch.randn(case["n"], case["cin"], case["h"], case["w"], dtype=dtype), layout)
+    wt = torch.randn(case["cout"], case["cin"] // case["groups"], *case["k"], dtype=dtype)
+    b = torch.randn(case["cout"], dtype=dtype) if case["bias"] else None
+    if requires_grad:
+        x.requires_grad_(True)
+        wt.requires_grad_(True)
+        if b is not None:
+            b.requires_grad_(True)
+    return x, wt, b
+
+
+def _args(case):
+    return dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"],
+                groups=case["groups"])
+
+
+@given(case=conv_case(), dtype=st.sampled_from([torch.float32, torch.float64]),
+       layout=st.sampled_from(["contiguous", "channels_last", "strided"]))
+def test_conv2d_matches_torch(cpu_capability, conv_algo, case, dtype, layout):
+    x, w, b = _make(case, dtype, layout)
+    x_before = x.clone()
+    y = fastconv.conv2d(x, w, b, **_args(case))
+    torch.testing.assert_close(y, F.conv2d(x, w, b, **_args(case)), **_tol(dtype))
+    torch.testing.assert_close(x, x_before, rtol=0, atol=0)  # the caller's tensor is untouched
+    if layout == "channels_last" and case["n"] > 0 and case["cin"] > 1 and case["h"] * case["w"] > 1:
+        assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+@given(case=conv_case(), layout=st.sampled_from(["contiguous", "channels_last", "strided"]))
+def test_conv2d_gradients_match_torch(cpu_capability, conv_algo, case, layout):
+    x, w, b = _make(case, torch.float64, layout, requires_grad=True)
+    y = fastconv.conv2d(x, w, b, **_args(case))
+    ref = F.conv2d(x, w, b, **_args(case))
+    g = torch.randn_like(ref)
+    inputs = (x, w) if b is None else (x, w, b)
+    ours = torch.autograd.grad(y, inputs, g)
+    theirs = torch.autograd.grad(ref, inputs, g)
+    for a, e in zip(ours, theirs):
+        torch.testing.assert_close(a, e, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize("shape", [
+    # (N, C, H, W, OC, k, stride, padding, dilation, groups): each algorithm, tails of the
+    # 14 x 32 / 6 x 16 tiles, few-channel first layers, 1x1 and strided 1x1, depthwise.
+    (2, 3, 23, 21, 35, 5, 2, 2, 1, 1),
+    (1, 40, 9, 17, 33, 1, 1, 0, 1, 1),
+    (2, 18, 7, 9, 50, 1, 2, 0, 1, 1),
+    (1, 20, 11, 15, 17, 3, 1, 1, 1, 1),
+    (1, 8, 10, 10, 8, 3, 1, 1, 1, 8),
+    (1, 6, 12, 13, 9, 3, 1, 2, 2, 3),
+    (3, 1, 28, 28, 6, 5, 1, 0, 1, 1),
+])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_conv2d_larger_shapes(cpu_capability, conv_algo, shape, layout):
+    n, c, h, w, oc, k, s, p, d, g = shape
+    x = _layout(torch.randn(n, c, h, w), layout).requires_grad_(True)
+    wt = torch.randn(oc, c // g, k, k, requires_grad=True)
+    b = torch.randn(oc, requires_grad=True)
+    y = fastconv.conv2d(x, wt, b, s, p, d, g)
+    ref = F.conv2d(x, wt, b, s, p, d, g)
+    torch.testing.assert_close(y, ref, atol=1e-4, rtol=1e-4)
+    gy = torch.randn_like(ref)
+    for a, e in zip(torch.autograd.grad(y, (x, wt, b), gy), torch.autograd.grad(ref, (x, wt, b), gy)):
+        torch.testing.assert_close(a, e, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize("args", [
+    dict(stride=2, padding=1, dilation=1, groups=2),
+    dict(stride=1, padding="same", dilation=2, groups=1),
+    dict(stride=(1, 2), padding=(0, 2), dilation=(2, 1), groups=1),
+])
+def test_conv2d_gradcheck(cpu_capability, args):
+    x = torch.randn(2, 4, 7, 8, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 4 // args["groups"], 3, 2, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: fastconv.conv2d(x, w, b, **args), (x, w, b))
+
+
+def test_conv2d_unbatched_and_empty_batch():
+    x = torch.randn(3, 10, 10)
+    w = torch.randn(4, 3, 3, 3)
+    torch.testing.assert_close(fastconv.conv2d(x, w, padding=1), F.conv2d(x, w, padding=1))
+    e = torch.randn(0, 3, 10, 10, requires_grad=True)
+    wg = w.clone().requires_grad_(True)
+    y = fastconv.conv2d(e, wg, padding=1)
+    assert y.shape == (0, 4, 10, 10)
+    y.sum().backward()
+    assert e.grad.shape == e.shape and torch.equal(wg.grad, torch.zeros_like(w))
+
+
+def test_conv2d_opcheck():
+    x = torch.randn(2, 4, 6, 7, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(torch.ops.fastconv.conv2d, (x, w, b, [2, 1], [1, 0, 1, 2], [1, 2], 2))
+    torch.library.opcheck(torch.ops.fastconv.conv2d, (x.detach().contiguous(memory_format=torch.channels_last),
+                                                      w, None, [1, 1], [0, 0, 0, 0], [1, 1], 2))
+    go = torch.randn(2, 6, 3, 6, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.fastconv.conv2d_backward,
+                          (go, x.detach(), w.detach(), [2, 1], [1, 0, 1, 2], [1, 2], 2, [True, True, True]))
+    torch.library.opcheck(torch.ops.fastconv.conv2d_fused,
+                          (x.detach(), w.detach(), b.detach(), torch.rand(6, dtype=torch.float64),
+                           torch.randn(6, dtype=torch.float64), None, True, [1, 1], [1, 1, 1, 1], [1, 1], 2),
+                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
+
+
+def test_conv2d_compile_and_module():
+    torch.manual_seed(0)
+    m = fastconv.nn.Conv2d(3, 8, 3, stride=2, padding=1)
+    t = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
+    t.load_state_dict(m.state_dict())
+    x = torch.randn(2, 3, 17, 16, requires_grad=True)
+    compiled = torch.compile(m, fullgraph=True)
+    y = compiled(x)
+    torch.testing.assert_close(y, t(x), atol=1e-5, rtol=1e-5)
+    y.sum().backward()
+    ref_x = x.detach().clone().requires_grad_(True)
+    t(ref_x).sum().backward()
+    torch.testing.assert_close(x.grad, ref_x.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(m.weight.grad, t.weight.grad, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(in_channels=4, out_channels=6, kernel_size=3),
+    dict(in_channels=4, out_channels=8, kernel_size=(2, 3), stride=2, padding=(1, 0), dilation=(1, 2),
+         groups=2, bias=False),
+    dict(in_channels=3, out_channels=5, kernel_size=4, padding="same"),
+    dict(in_channels=3, out_channels=5, kernel_size=3, padding=1, padding_mode="reflect"),
+    dict(in_channels=3, out_channels=5, kernel_size=3, padding=2, padding_mode="circular"),
+])
+def test_nn_conv2d_is_a_drop_in(kwargs):
+    torch.manual_seed(1)
+    ours = fastconv.nn.Conv2d(**kwargs)
+    torch.manual_seed(1)
+    theirs = torch.nn.Conv2d(**kwargs)
+    assert repr(ours) == repr(theirs)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    for k in theirs.state_dict():  # same initialisation from the same seed
+        torch.testing.assert_close(ours.state_dict()[k], theirs.state_dict()[k])
+    x = torch.randn(2, kwargs["in_channels"], 11, 12)
+    torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
+    clone = pickle.loads(pickle.dumps(ours))
+    torch.testing.assert_close(clone(x), ours(x))
+    torch.testing.assert_close(copy.deepcopy(ours)(x), ours(x))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("k", [1, 3])
+def test_conv2d_fused_epilogue(cpu_capability, conv_algo, layout, k):
+    x = _layout(torch.randn(2, 24, 9, 10), layout)
+    w = torch.randn(20, 24, k, k) * 0.2
+    b, scale, shift = torch.randn(20), torch.rand(20) + 0.5, torch.randn(20)
+    res = _layout(torch.randn(2, 20, 9, 10), layout)
+    conv = F.conv2d(x, w, b, padding=k // 2)
+    y = fastconv.conv2d_fused(x, w, b, scale, shift, res, True, padding=k // 2)
+    ref = torch.relu(conv * scale[:, None, None] + shift[:, None, None] + res)
+    torch.testing.assert_close(y, ref, atol=1e-4, rtol=1e-4)
+    y = fastconv.conv2d_fused(x, w, None, None, shift, None, False, padding=k // 2)
+    torch.testing.assert_close(y, F.conv2d(x, w, shift, padding=k // 2), atol=1e-4, rtol=1e-4)
+
+
+def test_conv2d_fused_relu_keeps_nan():
+    x = torch.randn(1, 4, 5, 5)
+    x[0, 0, 2, 2] = float("nan")
+    w = torch.randn(3, 4, 1, 1)
+    y = fastconv.conv2d_fused(x, w, relu=True)
+    assert torch.isnan(y[0, :, 2, 2]).all()
+    assert torch.equal(torch.isnan(y), torch.isnan(torch.relu(F.conv2d(x, w))))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_conv2d_reduced_precision(dtype):
+    x = torch.randn(2, 8, 9, 9, dtype=dtype)
+    w = torch.randn(4, 8, 3, 3, dtype=dtype)
+    y = fastconv.conv2d(x, w, padding=1)
+    assert y.dtype == dtype
+    ref = F.conv2d(x.float(), w.float(), padding=1)
+    torch.testing.assert_close(y.float(), ref, atol=0.1, rtol=0.02)
+
+
+def test_conv2d_threads_do_not_change_results():
+    x = torch.randn(3, 32, 20, 20)
+    w = torch.randn(40, 32, 3, 3)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        y1 = fastconv.conv2d(x, w, padding=1)
+        torch.set_num_threads(max(2, old))
+        y2 = fastconv.conv2d(x, w, padding=1)
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(y1, y2)
+
+
+def test_conv_algo_switch_is_validated():
+    with pytest.raises(ValueError, match="conv algorithm must be one of"):
+        fastconv.set_conv_algo("winograd4x4")
+
+
+X = torch.randn(2, 4, 8, 8)
+W = torch.randn(6, 4, 3, 3)
+
+
+@pytest.mark.parametrize("needle, call", [
+    ("weight.size\\(1\\) must be in_channels / groups", lambda: fastconv.conv2d(X, torch.randn(6, 3, 3, 3))),
+    ("groups \\(3\\) must divide the input channels", lambda: fastconv.conv2d(X, torch.randn(6, 1, 3, 3), groups=3)),
+    ("groups \\(4\\) must divide the output channels", lambda: fastconv.conv2d(X, torch.randn(6, 1, 3, 3), groups=4)),
+    ("larger than the padded input", lambda: fastconv.conv2d(X, torch.randn(6, 4, 9, 9))),
+    ("padding must be >= 0", lambda: fastconv.conv2d(X, W, padding=-1)),
+    ("stride must be >= 1", lambda: fastconv.conv2d(X, W, stride=0)),
+    ("dilation must be >= 1", lambda: fastconv.conv2d(X, W, dilation=0)),
+    ("groups must be >= 1", lambda: fastconv.conv2d(X, torch.randn(6, 4, 3, 3), groups=0)),
+    ("weight must have the dtype of input", lambda: fastconv.conv2d(X, W.double())),
+    ("input must be 3-D \\(C, H, W\\) or 4-D", lambda: fastconv.conv2d(X[0, 0], W)),
+    ("weight must be 4-D", lambda: fastconv.conv2d(X, W[0])),
+    ("bias must have shape \\(out_channels,\\)", lambda: fastconv.conv2d(X, W, torch.randn(5))),
+    ("bias must have the dtype of input", lambda: fastconv.conv2d(X, W, torch.randn(6).double())),
+    ("padding='same' is not supported for strided", lambda: fastconv.conv2d(X, W, padding="same", stride=2)),
+    ("padding must be an int, a tuple of ints, 'same' or 'valid'", lambda: fastconv.conv2d(X, W, padding="full")),
+    ("input must be float32, float64, bfloat16 or float16",
+     lambda: fastconv.conv2d(X.int(), W.int())),
+    ("residual must have the output's shape", lambda: fastconv.conv2d_fused(X, W, residual=torch.randn(2, 6, 5, 5))),
+    ("input must be 4-D", lambda: torch.ops.fastconv.conv2d(X[0], W, None, [1, 1], [0, 0, 0, 0], [1, 1], 1)),
+    ("grad_output must have the output's shape",
+     lambda: torch.ops.fastconv.conv2d_backward(torch.randn(2, 6, 5, 5), X, W, [1, 1], [0, 0, 0, 0], [1, 1], 1,
+                                                [True, True, True])),
+])
+def test_conv2d_bad_input(needle, call):
+    with pytest.raises(ValueError, match=needle):
+        call()
+
+
+def test_conv2d_double_backward_and_fused_backward_are_explicit_errors():
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    (gx,) = torch.autograd.grad(fastconv.conv2d(x, w).sum(), x, create_graph=True)
+    with pytest.raises(NotImplementedError, match="double backward"):
+        gx.sum().backward()
+    with pytest.raises(NotImplementedError, match="inference op"):
+        fastconv.conv2d_fused(x, w, relu=True).sum().backward()
