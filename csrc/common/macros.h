@@ -13,8 +13,10 @@
 
 #if defined(__GNUC__)
 #define FASTCONV_ALWAYS_INLINE inline __attribute__((always_inline))
+#define FASTCONV_ALWAYS_INLINE_LAMBDA __attribute__((always_inline))
 #define FASTCONV_RESTRICT __restrict__
 #else
 #define FASTCONV_ALWAYS_INLINE inline
+#define FASTCONV_ALWAYS_INLINE_LAMBDA
 #define FASTCONV_RESTRICT
 #endif

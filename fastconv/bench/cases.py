@@ -88,6 +88,8 @@ class Case:
     flops: int = 0
     metric: str = "GB/s"
     tolerance: Tuple[float, float] = (1e-4, 1e-5)
+    #: ``fwd+bwd``: whether the input needs a gradient (a network's first layer does not).
+    input_grad: bool = True
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -268,10 +270,84 @@ LRN_CASES: List[Case] = [
     *_lrn("alexnet_lrn2", (32, 256, 27, 27), size=5, alpha=1e-4, beta=0.75, k=2.0),
 ]
 
-#: The case table. Later families append here (e.g. ``*CONV_CASES``).
+# ---------------------------------------------------------------------------
+# conv2d
+# ---------------------------------------------------------------------------
+
+def _conv_module(cls_path: str, seed: int, **kwargs: Any) -> OpFactory:
+    """Factory for a conv module; the same seed gives both sides the same weights."""
+
+    def factory() -> Callable[..., Any]:
+        module_name, cls_name = cls_path.rsplit(".", 1)
+        cls = getattr(importlib.import_module(module_name), cls_name)
+        torch.manual_seed(seed)
+        return cls(**kwargs)
+
+    return factory
+
+
+def conv_cases(base: str, n: int, cin: int, size: int, cout: int, k: int, stride: int = 1,
+               padding: int = 0, groups: int = 1, first_layer: bool = False,
+               layouts: Sequence[str] = LAYOUTS, directions: Sequence[str] = DIRECTIONS) -> List[Case]:
+    """Expand one convolution layer (square input ``size``, square kernel ``k``) into its
+    layout x direction cases, ours ``fastconv.nn.Conv2d`` against ``torch.nn.Conv2d``.
+
+    FLOPs: ``2 * N * OC * C/groups * k * k * OH * OW`` forward; a training step adds the
+    weight gradient (the same again) and, unless ``first_layer``, the input gradient.
+    Bytes (forward): input + weight + output, each once.
+    """
+    kwargs = dict(in_channels=cin, out_channels=cout, kernel_size=k, stride=stride, padding=padding,
+                  groups=groups)
+    out = (size + 2 * padding - k) // stride + 1
+    shape = (n, cin, size, size)
+    fwd_flops = 2 * n * cout * (cin // groups) * k * k * out * out
+    n_in, n_out, n_w = _numel(shape), n * cout * out * out, cout * (cin // groups) * k * k
+    cases = []
+    for layout in layouts:
+        for direction in directions:
+            if direction == "fwd":
+                flops, nbytes = fwd_flops, 4 * (n_in + n_out + n_w)
+            else:
+                flops = fwd_flops * (2 if first_layer else 3)
+                nbytes = 4 * (2 * n_in + 2 * n_out + 2 * n_w)
+            cases.append(Case(
+                name=f"{base}/{layout}/{direction}", base=base, family="conv", op="conv2d",
+                params=f"{cin}->{cout} k{k} s{stride} p{padding}" + (f" g{groups}" if groups > 1 else ""),
+                shape=shape, layout=layout, direction=direction,
+                make_inputs=random_input(shape, layout),
+                make_ours=_conv_module("fastconv.nn.Conv2d", 0, **kwargs),
+                make_torch=_conv_module("torch.nn.Conv2d", 0, **kwargs),
+                nbytes=nbytes, flops=flops, metric="GFLOP/s",
+                # float32 sums over up to 4608 products in a different order than oneDNN's
+                tolerance=(1e-3, 1e-3), input_grad=not first_layer,
+            ))
+    return cases
+
+
+CONV_CASES: List[Case] = [
+    *conv_cases("alexnet_conv1", 8, 3, 224, 64, 11, stride=4, padding=2, first_layer=True),
+    *conv_cases("alexnet_conv2", 8, 64, 27, 192, 5, padding=2),
+    *conv_cases("vgg16_conv1_2", 1, 64, 224, 64, 3, padding=1),
+    *conv_cases("vgg16_conv3_2", 8, 256, 56, 256, 3, padding=1),
+    *conv_cases("vgg16_conv5", 8, 512, 14, 512, 3, padding=1),
+    *conv_cases("inception3a_1x1", 8, 192, 28, 64, 1),
+    *conv_cases("inception3a_3x3", 8, 96, 28, 128, 3, padding=1),
+    *conv_cases("inception3a_5x5", 8, 16, 28, 32, 5, padding=2),
+    *conv_cases("resnet50_stem", 8, 3, 224, 64, 7, stride=2, padding=3, first_layer=True),
+    *conv_cases("resnet50_layer1_1x1_reduce", 8, 256, 56, 64, 1),
+    *conv_cases("resnet50_layer1_1x1_expand", 8, 64, 56, 256, 1),
+    *conv_cases("resnet50_layer1_3x3", 8, 64, 56, 64, 3, padding=1),
+    *conv_cases("resnet50_layer3_3x3", 8, 256, 14, 256, 3, padding=1),
+    *conv_cases("resnet50_layer4_1x1", 8, 2048, 7, 512, 1),
+    *conv_cases("densenet121_3x3", 8, 128, 56, 32, 3, padding=1),
+    *conv_cases("lenet5_conv1", 64, 1, 28, 6, 5, first_layer=True),
+]
+
+#: The case table. Later families append here.
 CASES: List[Case] = [
     *POOL_CASES,
     *LRN_CASES,
+    *CONV_CASES,
 ]
 
 

@@ -270,7 +270,7 @@ def build_runner(case: Case, fn: Callable[..., Any], inputs: Sequence[torch.Tens
 
         return Runner(run=run_fwd, outputs=outs_fwd)
 
-    leaves = [t for t in inputs if t.is_floating_point()]
+    leaves = [t for t in inputs if t.is_floating_point()] if case.input_grad else []
     for t in leaves:
         t.requires_grad_(True)
     params = list(fn.parameters()) if isinstance(fn, torch.nn.Module) else []

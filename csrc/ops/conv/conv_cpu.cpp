@@ -4,10 +4,14 @@
 // Algorithm heuristic (forced with FASTCONV_CONV_ALGO / fastconv.set_conv_algo):
 //   gemm1x1  1x1, stride 1, no padding, NCHW in and out: a GEMM over each image with pixels
 //            in the SIMD lanes, reading the caller's tensor as it is (no conversion).
+//   winograd F(2x2, 3x3) for 3x3 stride-1 single-group layers with at least 16 input and
+//            output channels (2.25x fewer multiplies; error at the direct path's level).
+//            winograd4 = F(4x4, 3x3) only when forced (larger float32 error).
 //   direct   everything else: NHWC-orientation direct convolution from a zero-padded NHWC
 //            copy of the input (none when the input is channels_last and unpadded); output
 //            written straight into NCHW or channels_last.
-// A forced algorithm that cannot run a shape (gemm1x1 on a 3x3) falls back to direct.
+// A forced algorithm that cannot run a shape (gemm1x1 on a 3x3, winograd on a 5x5) falls
+// back to direct.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -21,6 +25,7 @@
 #include "../../common/dispatch.h"
 #include "conv_algo.h"
 #include "conv_kernels.h"
+#include "conv_winograd.h"
 
 namespace fastconv {
 namespace conv {
@@ -33,6 +38,8 @@ bool parse_algo(const std::string& s, ConvAlgo* out) {
   if (s == "auto") *out = ConvAlgo::Auto;
   else if (s == "direct") *out = ConvAlgo::Direct;
   else if (s == "gemm1x1") *out = ConvAlgo::Gemm1x1;
+  else if (s == "winograd") *out = ConvAlgo::Winograd;
+  else if (s == "winograd4") *out = ConvAlgo::Winograd4;
   else return false;
   return true;
 }
@@ -54,7 +61,7 @@ ConvAlgo forced_conv_algo() {
 void set_conv_algo(const std::string& name) {
   ConvAlgo a;
   if (!parse_algo(name, &a))
-    throw std::invalid_argument("conv algorithm must be one of 'auto', 'direct', 'gemm1x1'; got '" +
+    throw std::invalid_argument("conv algorithm must be one of 'auto', 'direct', 'gemm1x1', 'winograd', 'winograd4'; got '" +
                                 name + "'");
   g_algo.store(static_cast<int>(a), std::memory_order_relaxed);
 }
@@ -63,6 +70,8 @@ std::string conv_algo_name() {
   switch (forced_conv_algo()) {
     case ConvAlgo::Direct: return "direct";
     case ConvAlgo::Gemm1x1: return "gemm1x1";
+    case ConvAlgo::Winograd: return "winograd";
+    case ConvAlgo::Winograd4: return "winograd4";
     default: return "auto";
   }
 }
@@ -157,7 +166,8 @@ bool is_plain_1x1(const ConvParams& p) {
 }
 
 bool use_gemm1x1(const ConvParams& p, bool channels_last) {
-  return !channels_last && is_plain_1x1(p) && forced_conv_algo() != ConvAlgo::Direct;
+  const ConvAlgo a = forced_conv_algo();
+  return !channels_last && is_plain_1x1(p) && (a == ConvAlgo::Auto || a == ConvAlgo::Gemm1x1);
 }
 
 // Tasks of the NHWC forward: aim for ~256 output pixels per task.
@@ -215,6 +225,61 @@ at::Tensor packed_weight(const ConvKernels<T>* kt, const at::Tensor& w, const Co
   return out;
 }
 
+// 0: no Winograd for this layer; else the tile size m of F(m x m, 3 x 3).
+int winograd_m(const ConvParams& p) {
+  if (!winograd_applies(p.KH, p.KW, p.sh, p.sw, p.dh, p.dw, p.groups)) return 0;
+  switch (forced_conv_algo()) {
+    case ConvAlgo::Winograd: return 2;
+    case ConvAlgo::Winograd4: return 4;
+    case ConvAlgo::Auto: return p.C >= 16 && p.OC >= 16 ? 2 : 0;
+    default: return 0;
+  }
+}
+
+template <class T>
+void winograd_forward(const ConvParams& p, int m, const at::Tensor& x, const at::Tensor& w,
+                      const Epilogue<T>& ep, at::Tensor& y) {
+  const auto* kt = select_kernels<T>();
+  const int64_t alpha = m + 2, a2 = alpha * alpha;
+  const int64_t th = winograd_tiles(p.OH, m), tw = winograd_tiles(p.OW, m);
+  const int64_t total = p.N * th * tw;
+  const int64_t ocblocks = ceil_div(p.OC, kt->nr), ocp = ocblocks * kt->nr;
+  // Every tile reads a full (m + 2)^2 patch: pad the bottom / right out to whole tiles.
+  at::Tensor storage;
+  const PaddedNhwc<T> xp = padded_nhwc<T>(kt, x, p.pt, th * m + 2 - p.H - p.pt, p.pl, tw * m + 2 - p.W - p.pl,
+                                          storage);
+  at::Tensor u = at::empty({a2 * ocblocks * p.C * kt->nr}, x.options());
+  const T* ws = w.const_data_ptr<T>();
+  T* us = u.mutable_data_ptr<T>();
+  at::parallel_for(0, ocblocks, 1, [&](int64_t b, int64_t e) { kt->winograd_weight(ws, p, m, us, b, e); });
+  // Chunks of tiles whose transformed inputs (a2 x count x C) take ~2 MB: they stay in cache
+  // from the input transform through the GEMMs.
+  int64_t chunk = (int64_t(2) << 20) / (a2 * std::max<int64_t>(p.C, 1) * int64_t(sizeof(T)));
+  chunk = std::clamp<int64_t>(chunk / kt->mr * kt->mr, kt->mr, std::max<int64_t>(total, 1));
+  at::Tensor v = at::empty({a2 * chunk * p.C}, x.options());
+  at::Tensor mm = at::empty({a2 * chunk * ocp}, x.options());
+  T* vs = v.mutable_data_ptr<T>();
+  T* ms = mm.mutable_data_ptr<T>();
+  T* ys = y.mutable_data_ptr<T>();
+  const Strides4 yst = strides_of(y);
+  for (int64_t first = 0; first < total; first += chunk) {
+    const int64_t count = std::min(chunk, total - first);
+    at::parallel_for(0, count, 8, [&](int64_t b, int64_t e) { kt->winograd_input(xp, p, m, first, count, vs, b, e); });
+    at::parallel_for(0, a2 * ocblocks, 1, [&](int64_t b, int64_t e) {
+      kt->winograd_gemm(vs, us, p, m, count, ms, b, e);
+    });
+    at::parallel_for(0, count, 8, [&](int64_t b, int64_t e) {
+      kt->winograd_output(ms, p, m, first, count, ep, ys, yst, b, e);
+    });
+  }
+}
+
+template <class T>
+void direct_forward(const ConvParams& p, const at::Tensor& x, const at::Tensor& w, const Epilogue<T>& ep,
+                    at::Tensor& y);
+
+// y = epilogue(conv(x, w)); w is (OC, C / groups, KH, KW) contiguous. Padding may be negative
+// (a crop) for the input-gradient convolutions.
 template <class T>
 void forward_into(const ConvParams& p, const at::Tensor& x, const at::Tensor& w, const Epilogue<T>& ep,
                   at::Tensor& y, bool channels_last) {
@@ -230,6 +295,43 @@ void forward_into(const ConvParams& p, const at::Tensor& x, const at::Tensor& w,
     });
     return;
   }
+  const int m = winograd_m(p);
+  // Channel-major (NCHW) output: the Winograd output transform and short reductions would
+  // spend more on scattering single floats than on arithmetic; they write channels-last
+  // scratch instead, transposed into y in 8 x 8 blocks with the residual and ReLU applied.
+  const bool y_nchw = y.stride(1) != 1 && p.OC > 1;
+  if (y_nchw && (m || p.KH * p.KW * p.icg() < 1024)) {
+    at::Tensor scratch = at::empty({p.N, p.OH, p.OW, p.OC}, y.options());
+    Epilogue<T> inner = ep;
+    inner.residual = nullptr;
+    inner.relu = false;
+    at::Tensor view = scratch.permute({0, 3, 1, 2});
+    if (m) {
+      winograd_forward<T>(p, m, x, w, inner, view);
+    } else {
+      direct_forward<T>(p, x, w, inner, view);
+    }
+    const T* ss = scratch.const_data_ptr<T>();
+    T* ys = y.mutable_data_ptr<T>();
+    const Strides4 yst = strides_of(y);
+    at::parallel_for(0, p.N * p.OH, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, p.OW * p.OC)),
+                     [&](int64_t b, int64_t e) {
+                       kt->unpack_nhwc(ss, p.OH, p.OW, p.OC, 0, 0, p.OH, p.OW, ys, yst, ep.residual, ep.rs,
+                                       ep.relu, b, e);
+                     });
+    return;
+  }
+  if (m) {
+    winograd_forward<T>(p, m, x, w, ep, y);
+    return;
+  }
+  direct_forward<T>(p, x, w, ep, y);
+}
+
+template <class T>
+void direct_forward(const ConvParams& p, const at::Tensor& x, const at::Tensor& w, const Epilogue<T>& ep,
+                    at::Tensor& y) {
+  const auto* kt = select_kernels<T>();
   at::Tensor storage;
   const PaddedNhwc<T> xp = padded_nhwc<T>(kt, x, p.pt, p.pb, p.pl, p.pr, storage);
   const at::Tensor wp = packed_weight(kt, w, p, false, false, kt->nr);
@@ -324,36 +426,20 @@ void input_grad(const ConvParams& p, const at::Tensor& go, const at::Tensor& w, 
   q.OC = p.C;
   q.OH = p.H;
   q.OW = p.W;
-  const bool gx_cl = !gx.is_contiguous();
-  if (is_plain_1x1(p) && !gx_cl && forced_conv_algo() != ConvAlgo::Direct) {
-    const at::Tensor g = go.contiguous();
-    const at::Tensor wp = packed_weight(kt, w, p, true, false, kt->mr_nchw);
-    const FwdPlan plan = gemm1x1_plan(kt, q);
-    const T* gs = g.const_data_ptr<T>();
-    const T* ws = wp.const_data_ptr<T>();
-    T* xs = gx.mutable_data_ptr<T>();
-    const Epilogue<T> ep;
-    at::parallel_for(0, q.N * q.groups * plan.row_chunks, 1, [&](int64_t b, int64_t e) {
-      kt->forward_1x1_nchw(gs, ws, q, plan, ep, xs, b, e);
-    });
-    return;
-  }
   if (p.sh == 1 && p.sw == 1) {
+    // A forward convolution of the output gradient with the flipped, transposed weight
+    // (per group), so every forward algorithm (1x1 GEMM, Winograd, direct) serves it.
     q.pt = transposed_pad(p.pt, p.KH, p.dh);
     q.pb = transposed_pad(p.pb, p.KH, p.dh);
     q.pl = transposed_pad(p.pl, p.KW, p.dw);
     q.pr = transposed_pad(p.pr, p.KW, p.dw);
-    at::Tensor storage;
-    const PaddedNhwc<T> gp = padded_nhwc<T>(kt, go, q.pt, q.pb, q.pl, q.pr, storage);
-    const at::Tensor wp = packed_weight(kt, w, p, true, true, kt->nr);
-    const FwdPlan plan = nhwc_plan(kt, q);
-    const T* ws = wp.const_data_ptr<T>();
-    T* xs = gx.mutable_data_ptr<T>();
-    const Strides4 xst = strides_of(gx);
+    const at::Tensor wt = w.view({p.groups, p.ocg(), p.icg(), p.KH, p.KW})
+                              .transpose(1, 2)
+                              .flip({3, 4})
+                              .reshape({p.C, p.ocg(), p.KH, p.KW})
+                              .contiguous();
     const Epilogue<T> ep;
-    at::parallel_for(0, plan.tasks(q), 1, [&](int64_t b, int64_t e) {
-      kt->forward_nhwc(gp, ws, q, plan, ep, xs, xst, b, e);
-    });
+    forward_into<T>(q, go, wt, ep, gx, !gx.is_contiguous());
     return;
   }
   // Strided: scatter into a padded NHWC buffer, then crop into gx.
@@ -372,7 +458,7 @@ void input_grad(const ConvParams& p, const at::Tensor& go, const at::Tensor& w, 
   const Strides4 xst = strides_of(gx);
   at::parallel_for(0, p.N * p.H, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, p.W * p.C)),
                    [&](int64_t b, int64_t e) {
-                     kt->unpack_nhwc(bs, hp, wpd, p.C, p.pt, p.pl, p.H, p.W, xs, xst, b, e);
+                     kt->unpack_nhwc(bs, hp, wpd, p.C, p.pt, p.pl, p.H, p.W, xs, xst, nullptr, {}, false, b, e);
                    });
 }
 

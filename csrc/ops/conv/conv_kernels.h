@@ -55,10 +55,11 @@ struct ConvKernels {
   // dst[n][h][w][c] = src[n][c][h - pt][w - pl] inside, 0 outside (negative pads crop).
   void (*pack_nhwc)(const T* src, Strides4 s, int64_t C, int64_t H, int64_t W, int64_t pt,
                     int64_t pl, int64_t hp, int64_t wp, T* dst, int64_t row_begin, int64_t row_end);
-  // Copies dst[n][c][h][w] = src[n][h + pt][w + pl][c] for rows [row_begin, row_end) of the
-  // N * H output rows.
+  // dst[n][c][h][w] = relu?(src[n][h + pt][w + pl][c] + res[n][c][h][w]) for rows
+  // [row_begin, row_end) of the N * H output rows (res optional).
   void (*unpack_nhwc)(const T* src, int64_t hp, int64_t wp, int64_t C, int64_t pt, int64_t pl,
-                      int64_t H, int64_t W, T* dst, Strides4 d, int64_t row_begin, int64_t row_end);
+                      int64_t H, int64_t W, T* dst, Strides4 d, const T* res, Strides4 rs, bool relu,
+                      int64_t row_begin, int64_t row_end);
 
   // Weight (OC, ICg, KH, KW) contiguous -> blocks of `block` channels:
   // out[g][blk][kh][kw][k][block]. swap: the blocked axis is the input channel and k runs over
@@ -90,6 +91,21 @@ struct ConvKernels {
   // grad_bias[oc] = sum over n, h, w of go, for output channels [oc_begin, oc_end).
   void (*bias_grad)(const T* go, Strides4 gs, const ConvParams& p, T* gb, int64_t oc_begin,
                     int64_t oc_end);
+
+  // Winograd F(m x m, 3 x 3), m = 2 or 4, for 3x3 stride-1 dilation-1 single-group layers
+  // (conv_winograd.h has the matrices). Tiles are numbered over the batch,
+  // t = (n * tiles_h + th) * tiles_w + tw; a call handles a chunk of `count` tiles from
+  // `first`. Buffers: u[xi][ocb][ic][nr] (weights), v[xi][count][C] (input tiles),
+  // mm[xi][count][OCp] (products; OCp = OC rounded up to nr), xi < (m + 2)^2.
+  void (*winograd_weight)(const T* w, const ConvParams& p, int m, T* u, int64_t ocb_begin,
+                          int64_t ocb_end);
+  void (*winograd_input)(const PaddedNhwc<T>& x, const ConvParams& p, int m, int64_t first,
+                         int64_t count, T* v, int64_t t_begin, int64_t t_end);
+  // Task = (xi, output-channel block); tiles of the chunk in groups of mr.
+  void (*winograd_gemm)(const T* v, const T* u, const ConvParams& p, int m, int64_t count, T* mm,
+                        int64_t task_begin, int64_t task_end);
+  void (*winograd_output)(const T* mm, const ConvParams& p, int m, int64_t first, int64_t count,
+                          const Epilogue<T>& ep, T* y, Strides4 ys, int64_t t_begin, int64_t t_end);
 };
 
 const ConvKernels<float>* conv_kernels_avx512_float();

@@ -28,6 +28,7 @@
 
 #include "../../common/simd.h"
 #include "conv_kernels.h"
+#include "conv_winograd.h"
 
 namespace fastconv {
 namespace conv {
@@ -67,8 +68,11 @@ FASTCONV_ALWAYS_INLINE void with_rows(int m, Fn&& fn) {
 
 // TAIL: only the first `valid` lanes of B (counted across the NV vectors) are read; the
 // others load as zero, for B rows that end inside the tile.
+// Never inlined: its register allocation (12-28 accumulators, nothing else live) then does
+// not depend on the caller; inlined into a busy loop nest GCC spilled an accumulator in some
+// instantiations, a 2-3x slowdown.
 template <class T, int M, bool TAIL>
-FASTCONV_ALWAYS_INLINE void ukernel(const T* FASTCONV_RESTRICT a, int64_t a_r, int64_t a_k,
+__attribute__((noinline)) void ukernel(const T* FASTCONV_RESTRICT a, int64_t a_r, int64_t a_k,
                                     const T* FASTCONV_RESTRICT b, int64_t b_k, const Seg* segs,
                                     int64_t nseg, typename Tile<T>::V (&acc)[M][Tile<T>::NV],
                                     int valid) {
@@ -83,25 +87,36 @@ FASTCONV_ALWAYS_INLINE void ukernel(const T* FASTCONV_RESTRICT a, int64_t a_r, i
   for (int r = 0; r < M; ++r)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) c[r][v] = acc[r][v];
+  auto step = [&](const T* ap, const T* bp) FASTCONV_ALWAYS_INLINE_LAMBDA {
+    V bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      if constexpr (TAIL)
+        bv[v] = lanes[v] ? S::load_n(bp + v * W, lanes[v]) : S::zero();
+      else
+        bv[v] = S::load(bp + v * W);
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < M; ++r) {
+      const V x = S::set1(ap[r * a_r]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) c[r][v] = S::fma(x, bv[v], c[r][v]);
+    }
+  };
   for (int64_t s = 0; s < nseg; ++s) {
     const T* ap = a + segs[s].a;
     const T* bp = b + segs[s].b;
-    for (int64_t k = segs[s].len; k > 0; --k, ap += a_k, bp += b_k) {
-      V bv[NV];
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) {
-        if constexpr (TAIL)
-          bv[v] = lanes[v] ? S::load_n(bp + v * W, lanes[v]) : S::zero();
-        else
-          bv[v] = S::load(bp + v * W);
-      }
-#pragma GCC unroll 16
-      for (int r = 0; r < M; ++r) {
-        const V x = S::set1(ap[r * a_r]);
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; ++v) c[r][v] = S::fma(x, bv[v], c[r][v]);
-      }
+    int64_t k = segs[s].len;
+    // Two steps per iteration: measured 63 -> 81-93 GFLOP/s for the 6 x 16 AVX2 tile here
+    // (the loop's own instructions and the scheduler window, not the FMAs, were the limit).
+    for (; k >= 2; k -= 2, ap += 2 * a_k, bp += 2 * b_k) {
+      step(ap, bp);
+      // Keeps GCC from interleaving the two steps, which needs more than 16 ymm registers
+      // and spilled an accumulator to the stack in some instantiations (a 3x slowdown).
+      asm volatile("" ::: "memory");
+      step(ap + a_k, bp + b_k);
     }
+    if (k) step(ap, bp);
   }
 #pragma GCC unroll 16
   for (int r = 0; r < M; ++r)
@@ -137,17 +152,7 @@ void pack_nhwc(const T* src, Strides4 s, int64_t C, int64_t H, int64_t W, int64_
     if (s.c == 1 && s.w == C) {
       std::memcpy(dr, sr, sizeof(T) * len * C);
     } else if (s.w == 1) {
-      // Channel planes to pixel-major, in 16 x 16 blocks so both sides stay in cache lines.
-      for (int64_t c0 = 0; c0 < C; c0 += 16) {
-        const int64_t c1 = std::min<int64_t>(C, c0 + 16);
-        for (int64_t w0 = 0; w0 < len; w0 += 16) {
-          const int64_t w1 = std::min<int64_t>(len, w0 + 16);
-          for (int64_t c = c0; c < c1; ++c) {
-            const T* sc = sr + c * s.c;
-            for (int64_t w = w0; w < w1; ++w) dr[w * C + c] = sc[w];
-          }
-        }
-      }
+      transpose_2d(sr, s.c, dr, C, C, len);  // channel planes to pixel-major
     } else {
       for (int64_t w = 0; w < len; ++w)
         for (int64_t c = 0; c < C; ++c) dr[w * C + c] = sr[w * s.w + c * s.c];
@@ -157,7 +162,8 @@ void pack_nhwc(const T* src, Strides4 s, int64_t C, int64_t H, int64_t W, int64_
 
 template <class T>
 void unpack_nhwc(const T* src, int64_t hp, int64_t wp, int64_t C, int64_t pt, int64_t pl, int64_t H,
-                 int64_t W, T* dst, Strides4 d, int64_t row_begin, int64_t row_end) {
+                 int64_t W, T* dst, Strides4 d, const T* res, Strides4 rs, bool relu, int64_t row_begin,
+                 int64_t row_end) {
   for (int64_t row = row_begin; row < row_end; ++row) {
     const int64_t n = row / H, h = row % H;
     const T* sr = src + ((n * hp + h + pt) * wp + pl) * C;
@@ -165,20 +171,20 @@ void unpack_nhwc(const T* src, int64_t hp, int64_t wp, int64_t C, int64_t pt, in
     if (d.c == 1 && d.w == C) {
       std::memcpy(dr, sr, sizeof(T) * W * C);
     } else if (d.w == 1) {
-      for (int64_t c0 = 0; c0 < C; c0 += 16) {
-        const int64_t c1 = std::min<int64_t>(C, c0 + 16);
-        for (int64_t w0 = 0; w0 < W; w0 += 16) {
-          const int64_t w1 = std::min<int64_t>(W, w0 + 16);
-          for (int64_t c = c0; c < c1; ++c) {
-            T* dc = dr + c * d.c;
-            for (int64_t w = w0; w < w1; ++w) dc[w] = sr[w * C + c];
-          }
-        }
-      }
+      transpose_2d(sr, C, dr, d.c, W, C);
     } else {
       for (int64_t w = 0; w < W; ++w)
         for (int64_t c = 0; c < C; ++c) dr[w * d.w + c * d.c] = sr[w * C + c];
     }
+    if (!res && !relu) continue;
+    // The row just written is still in cache.
+    const T* rr = res ? res + n * rs.n + h * rs.h : nullptr;
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t w = 0; w < W; ++w) {
+        T& v = dr[c * d.c + w * d.w];
+        T o = v + (rr ? rr[c * rs.c + w * rs.w] : T(0));
+        v = relu && o < T(0) ? T(0) : o;
+      }
   }
 }
 
@@ -349,8 +355,11 @@ void forward_1x1_nchw(const T* x, const T* wpack, const ConvParams& p, const Fwd
   constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR, NV = Tile<T>::NV;
   const int64_t icg = p.icg(), ocg = p.ocg(), hw = p.H * p.W;
   const int64_t nblk = (ocg + MR - 1) / MR;
-  // Task: (n, group, a chunk of pixels) with every output-channel block inside, so the
-  // chunk of input rows (icg x chunk pixels) is read from memory once and reused from cache.
+  // Task: (n, group, a chunk of pixels) with every output-channel block inside. The chunk's
+  // input rows are first copied into contiguous [tile][ic][NR] panels: read in place, each
+  // step of the reduction would touch a different channel plane (a new page per load).
+  const int64_t tiles_max = (plan.rows_per_task + NR - 1) / NR;
+  std::vector<T> panel(static_cast<size_t>(tiles_max * icg * NR));
   for (int64_t t = task_begin; t < task_end; ++t) {
     const int64_t chunk = t % plan.row_chunks;
     const int64_t rest = t / plan.row_chunks;
@@ -358,6 +367,18 @@ void forward_1x1_nchw(const T* x, const T* wpack, const ConvParams& p, const Fwd
     const int64_t p_begin = chunk * plan.rows_per_task;
     const int64_t p_end = std::min(hw, p_begin + plan.rows_per_task);
     const T* xg = x + (n * p.C + g * icg) * hw;
+    const int64_t ntiles = (p_end - p_begin + NR - 1) / NR;
+    for (int64_t ti = 0; ti < ntiles; ++ti) {
+      const int64_t p0 = p_begin + ti * NR;
+      const int valid = static_cast<int>(std::min<int64_t>(NR, p_end - p0));
+      T* dst = panel.data() + ti * icg * NR;
+      for (int64_t ic = 0; ic < icg; ++ic) {
+        const T* src = xg + ic * hw + p0;
+        int64_t j = 0;
+        for (; j < valid; ++j) dst[ic * NR + j] = src[j];
+        for (; j < NR; ++j) dst[ic * NR + j] = T(0);
+      }
+    }
     const Seg seg{0, 0, icg};
     for (int64_t blk = 0; blk < nblk; ++blk) {
       const int64_t oc0 = g * ocg + blk * MR;
@@ -365,16 +386,14 @@ void forward_1x1_nchw(const T* x, const T* wpack, const ConvParams& p, const Fwd
       const T* wb = wpack + (g * nblk + blk) * icg * MR;
       T* yb = y + (n * p.OC + oc0) * hw;
       const T* rb = ep.residual ? ep.residual + (n * p.OC + oc0) * hw : nullptr;
-      for (int64_t p0 = p_begin; p0 < p_end; p0 += NR) {
+      for (int64_t ti = 0; ti < ntiles; ++ti) {
+        const int64_t p0 = p_begin + ti * NR;
         const int nvalid = static_cast<int>(std::min<int64_t>(NR, p_end - p0));
         with_rows<1, MR>(m, [&](auto mc) {
           constexpr int M = decltype(mc)::value;
           V acc[M][NV];
           zero_acc<T, M>(acc);
-          if (nvalid == NR)
-            ukernel<T, M, false>(wb, 1, MR, xg + p0, hw, &seg, 1, acc, NR);
-          else
-            ukernel<T, M, true>(wb, 1, MR, xg + p0, hw, &seg, 1, acc, nvalid);
+          ukernel<T, M, false>(wb, 1, MR, panel.data() + ti * icg * NR, NR, &seg, 1, acc, NR);
           store_channels_by_pixels<T, M>(acc, ep, oc0, nvalid, yb + p0, hw, rb ? rb + p0 : nullptr);
         });
       }
@@ -403,10 +422,11 @@ WgradShape wgrad_shape(const ConvParams& p) {
   return s;
 }
 
+// Tiles: (group, kernel column kc, lane block jb); every output-channel block is inside.
 template <class T>
 int64_t weight_grad_tiles(const ConvParams& p) {
   const WgradShape s = wgrad_shape<T>(p);
-  return p.groups * s.oblocks * s.kcols * s.jblocks;
+  return p.groups * s.kcols * s.jblocks;
 }
 
 template <class T>
@@ -418,55 +438,76 @@ void weight_grad(const T* go, Strides4 gs, const PaddedNhwc<T>& x, const ConvPar
   const WgradShape sh = wgrad_shape<T>(p);
   const int64_t icg = p.icg(), ocg = p.ocg();
   const int64_t rows = p.N * p.OH;
-  // The reduction runs over output pixels in chunks of whole rows (~128 pixels) that stay in
-  // cache while every tile of this task consumes them; a tile's partial sums live in gw
-  // between chunks. Chunks are visited in order, so the result does not depend on threads.
-  const int64_t rows_per_chunk = std::max<int64_t>(1, 128 / std::max<int64_t>(1, p.OW));
+  // The reduction runs over output pixels in chunks of whole rows (~256 pixels). Per chunk
+  // and tile, the input lanes the tile needs are copied into one contiguous [pixel][NR]
+  // panel (in place they sit one padded row apart, a cache line per step), which then
+  // serves every output-channel block; partial sums live in gw between chunks. Chunks are
+  // visited in order, so the result does not depend on the thread count.
+  const int64_t rows_per_chunk = std::max<int64_t>(1, 256 / std::max<int64_t>(1, p.OW));
   const int64_t wsize_o = p.KH * p.KW * icg;  // gw stride between output channels
+  // Output channels in super-blocks whose slab of the output gradient (~96 KB) stays in L2
+  // while this task's tiles stream past it (BLIS's MC level); without it the whole chunk of
+  // the output gradient was re-read from L3 for every tile.
+  const int64_t chunk_px = rows_per_chunk * p.OW;
+  const int64_t oc_super = std::max<int64_t>(MR, (int64_t(96) * 1024 / int64_t(sizeof(T)) / chunk_px) / MR * MR);
   std::vector<Seg> segs(rows_per_chunk);
+  std::vector<T> panel(static_cast<size_t>(rows_per_chunk * p.OW * NR));
   for (int64_t r0 = 0; r0 < rows; r0 += rows_per_chunk) {
     const int64_t r1 = std::min(rows, r0 + rows_per_chunk);
     const bool first = r0 == 0;
+    for (int64_t os = 0; os < ocg; os += oc_super)
     for (int64_t t = tile_begin; t < tile_end; ++t) {
       int64_t rest = t;
       const int64_t jb = rest % sh.jblocks;
       rest /= sh.jblocks;
       const int64_t kc = rest % sh.kcols;
-      rest /= sh.kcols;
-      const int64_t ob = rest % sh.oblocks;
-      const int64_t g = rest / sh.oblocks;
+      const int64_t g = rest / sh.kcols;
       const int64_t kh = sh.fused ? kc : kc / p.KW, kw = sh.fused ? 0 : kc % p.KW;
-      const int64_t o0 = ob * MR, j0 = jb * NR;
-      const int m = static_cast<int>(std::min<int64_t>(MR, ocg - o0));
+      const int64_t j0 = jb * NR;
       const int jvalid = static_cast<int>(std::min<int64_t>(NR, sh.jlen - j0));
-      for (int64_t r = r0; r < r1; ++r) {
-        const int64_t n = r / p.OH, oh = r % p.OH;
-        segs[r - r0] = {n * gs.n + oh * gs.h + (g * ocg + o0) * gs.c,
-                        ((n * x.hp + oh * p.sh + kh * p.dh) * x.wp + kw * p.dw) * x.c + g * icg + j0,
-                        p.OW};
-      }
-      T* gt = gw + (g * ocg + o0) * wsize_o + (sh.fused ? kh * p.KW * icg : (kh * p.KW + kw) * icg) + j0;
       int lanes[NV];
       for (int v = 0; v < NV; ++v) lanes[v] = std::clamp(jvalid - v * W, 0, W);
-      with_rows<1, MR>(m, [&](auto mc) {
-        constexpr int M = decltype(mc)::value;
-        V acc[M][NV];
-        if (first) {
-          zero_acc<T, M>(acc);
+      T* pp = panel.data();
+      int64_t nseg = 0;
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t n = r / p.OH, oh = r % p.OH;
+        const T* src = x.data + ((n * x.hp + oh * p.sh + kh * p.dh) * x.wp + kw * p.dw) * x.c + g * icg + j0;
+        if (jvalid == NR) {
+          for (int64_t ow = 0; ow < p.OW; ++ow, pp += NR, src += p.sw * x.c)
+            for (int v = 0; v < NV; ++v) S::store(pp + v * W, S::load(src + v * W));
         } else {
+          for (int64_t ow = 0; ow < p.OW; ++ow, pp += NR, src += p.sw * x.c)
+            for (int v = 0; v < NV; ++v)
+              S::store(pp + v * W, lanes[v] ? S::load_n(src + v * W, lanes[v]) : S::zero());
+        }
+        const Seg sg{n * gs.n + oh * gs.h + g * ocg * gs.c, (r - r0) * p.OW * NR, p.OW};
+        // Rows that continue the previous one in both operands (an NCHW output gradient)
+        // extend its segment: longer runs, less loop overhead.
+        if (nseg && segs[nseg - 1].a + segs[nseg - 1].len * gs.w == sg.a && gs.w * p.OW == gs.h)
+          segs[nseg - 1].len += p.OW;
+        else
+          segs[nseg++] = sg;
+      }
+      T* gt = gw + g * ocg * wsize_o + (sh.fused ? kh * p.KW * icg : (kh * p.KW + kw) * icg) + j0;
+      for (int64_t o0 = os; o0 < std::min(ocg, os + oc_super); o0 += MR) {
+        const int m = static_cast<int>(std::min<int64_t>(MR, ocg - o0));
+        T* go_t = gt + o0 * wsize_o;
+        with_rows<1, MR>(m, [&](auto mc) {
+          constexpr int M = decltype(mc)::value;
+          V acc[M][NV];
+          if (first) {
+            zero_acc<T, M>(acc);
+          } else {
+            for (int rr = 0; rr < M; ++rr)
+              for (int v = 0; v < NV; ++v)
+                acc[rr][v] = lanes[v] ? S::load_n(go_t + rr * wsize_o + v * W, lanes[v]) : S::zero();
+          }
+          ukernel<T, M, false>(go + o0 * gs.c, gs.c, gs.w, panel.data(), NR, segs.data(), nseg, acc, NR);
           for (int rr = 0; rr < M; ++rr)
             for (int v = 0; v < NV; ++v)
-              acc[rr][v] = lanes[v] ? S::load_n(gt + rr * wsize_o + v * W, lanes[v]) : S::zero();
-        }
-        // A tail block reads only its valid lanes: B may be the caller's channels_last tensor.
-        if (jvalid == NR)
-          ukernel<T, M, false>(go, gs.c, gs.w, x.data, p.sw * x.c, segs.data(), r1 - r0, acc, NR);
-        else
-          ukernel<T, M, true>(go, gs.c, gs.w, x.data, p.sw * x.c, segs.data(), r1 - r0, acc, jvalid);
-        for (int rr = 0; rr < M; ++rr)
-          for (int v = 0; v < NV; ++v)
-            if (lanes[v]) S::store_n(gt + rr * wsize_o + v * W, acc[rr][v], lanes[v]);
-      });
+              if (lanes[v]) S::store_n(go_t + rr * wsize_o + v * W, acc[rr][v], lanes[v]);
+        });
+      }
     }
   }
 }
@@ -556,6 +597,185 @@ void bias_grad(const T* go, Strides4 gs, const ConvParams& p, T* gb, int64_t oc_
   }
 }
 
+// ---- Winograd F(m x m, 3 x 3) ------------------------------------------------------------
+
+// sum_k c[k] * x[k] for a row of constant coefficients: zero terms vanish and +-1 terms
+// become adds once the loops are unrolled over constexpr tables.
+template <class S, int K>
+FASTCONV_ALWAYS_INLINE typename S::V const_dot(const float (&c)[K], const typename S::V* x, int xs) {
+  typename S::V acc = S::zero();
+#pragma GCC unroll 8
+  for (int k = 0; k < K; ++k) {
+    if (c[k] == 0.0f) continue;
+    if (c[k] == 1.0f) acc = S::add(acc, x[k * xs]);
+    else if (c[k] == -1.0f) acc = S::sub(acc, x[k * xs]);
+    else acc = S::fma(S::set1(c[k]), x[k * xs], acc);
+  }
+  return acc;
+}
+
+template <class T, int M>
+void winograd_weight_m(const T* w, const ConvParams& p, T* u, int64_t ocb_begin, int64_t ocb_end) {
+  using WG = Winograd<M>;
+  constexpr int A = WG::A, NR = Tile<T>::NR;
+  const int64_t C = p.C, ocblocks = (p.OC + NR - 1) / NR;
+  for (int64_t ocb = ocb_begin; ocb < ocb_end; ++ocb)
+    for (int64_t ic = 0; ic < C; ++ic)
+      for (int l = 0; l < NR; ++l) {
+        const int64_t oc = ocb * NR + l;
+        double g[3][3] = {};
+        if (oc < p.OC)
+          for (int i = 0; i < 3; ++i)
+            for (int j = 0; j < 3; ++j) g[i][j] = w[((oc * C + ic) * 3 + i) * 3 + j];
+        double gg[A][3];
+        for (int i = 0; i < A; ++i)
+          for (int j = 0; j < 3; ++j) {
+            double acc = 0;
+            for (int k = 0; k < 3; ++k) acc += double(WG::G[i][k]) * g[k][j];
+            gg[i][j] = acc;
+          }
+        for (int i = 0; i < A; ++i)
+          for (int j = 0; j < A; ++j) {
+            double acc = 0;
+            for (int k = 0; k < 3; ++k) acc += gg[i][k] * double(WG::G[j][k]);
+            u[(((i * A + j) * ocblocks + ocb) * C + ic) * NR + l] = static_cast<T>(acc);
+          }
+      }
+}
+
+template <class T, int M>
+void winograd_input_m(const PaddedNhwc<T>& x, const ConvParams& p, int64_t first, int64_t count, T* v,
+                      int64_t t_begin, int64_t t_end) {
+  using S = typename Tile<T>::S;
+  using V = typename Tile<T>::V;
+  using WG = Winograd<M>;
+  constexpr int A = WG::A, W = Tile<T>::W;
+  const int64_t tw_n = winograd_tiles(p.OW, M), th_n = winograd_tiles(p.OH, M);
+  const int64_t C = x.c;
+  for (int64_t t = t_begin; t < t_end; ++t) {
+    const int64_t g = first + t;
+    const int64_t tw = g % tw_n, th = (g / tw_n) % th_n, n = g / (tw_n * th_n);
+    const T* base = x.data + ((n * x.hp + th * M) * x.wp + tw * M) * C;
+    for (int64_t c0 = 0; c0 < C; c0 += W) {
+      const int lanes = static_cast<int>(std::min<int64_t>(W, C - c0));
+      V d[A][A], tmp[A][A];
+#pragma GCC unroll 8
+      for (int i = 0; i < A; ++i)
+#pragma GCC unroll 8
+        for (int j = 0; j < A; ++j) d[i][j] = S::load_n(base + (i * x.wp + j) * C + c0, lanes);
+#pragma GCC unroll 8
+      for (int i = 0; i < A; ++i)
+#pragma GCC unroll 8
+        for (int j = 0; j < A; ++j) tmp[i][j] = const_dot<S, A>(WG::BT[i], &d[0][j], A);
+#pragma GCC unroll 8
+      for (int i = 0; i < A; ++i)
+#pragma GCC unroll 8
+        for (int j = 0; j < A; ++j)
+          S::store_n(v + ((i * A + j) * count + t) * C + c0, const_dot<S, A>(WG::BT[j], &tmp[i][0], 1), lanes);
+    }
+  }
+}
+
+template <class T>
+void winograd_gemm(const T* v, const T* u, const ConvParams& p, int m, int64_t count, T* mm,
+                   int64_t task_begin, int64_t task_end) {
+  using S = typename Tile<T>::S;
+  using V = typename Tile<T>::V;
+  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR, NV = Tile<T>::NV, W = Tile<T>::W;
+  const int64_t C = p.C, ocblocks = (p.OC + NR - 1) / NR, ocp = ocblocks * NR;
+  const Seg seg{0, 0, C};
+  for (int64_t task = task_begin; task < task_end; ++task) {
+    const int64_t xi = task / ocblocks, ocb = task % ocblocks;
+    const T* a = v + xi * count * C;
+    const T* b = u + (xi * ocblocks + ocb) * C * NR;
+    T* out = mm + xi * count * ocp + ocb * NR;
+    for (int64_t t0 = 0; t0 < count; t0 += MR) {
+      const int rows = static_cast<int>(std::min<int64_t>(MR, count - t0));
+      with_rows<1, MR>(rows, [&](auto mc) {
+        constexpr int R = decltype(mc)::value;
+        V acc[R][NV];
+        zero_acc<T, R>(acc);
+        ukernel<T, R, false>(a + t0 * C, C, 1, b, NR, &seg, 1, acc, NR);
+        for (int r = 0; r < R; ++r)
+          for (int vv = 0; vv < NV; ++vv) S::store(out + (t0 + r) * ocp + vv * W, acc[r][vv]);
+      });
+    }
+  }
+  (void)m;
+}
+
+template <class T, int M>
+void winograd_output_m(const T* mm, const ConvParams& p, int64_t first, int64_t count, const Epilogue<T>& ep,
+                       T* y, Strides4 ys, int64_t t_begin, int64_t t_end) {
+  using S = typename Tile<T>::S;
+  using V = typename Tile<T>::V;
+  using WG = Winograd<M>;
+  constexpr int A = WG::A, W = Tile<T>::W, NR = Tile<T>::NR;
+  const int64_t ocp = (p.OC + NR - 1) / NR * NR;
+  const int64_t tw_n = winograd_tiles(p.OW, M), th_n = winograd_tiles(p.OH, M);
+  const bool vec_store = ys.c == 1 && (!ep.residual || ep.rs.c == 1);
+  for (int64_t t = t_begin; t < t_end; ++t) {
+    const int64_t g = first + t;
+    const int64_t tw = g % tw_n, th = (g / tw_n) % th_n, n = g / (tw_n * th_n);
+    const int rows = static_cast<int>(std::min<int64_t>(M, p.OH - th * M));
+    const int cols = static_cast<int>(std::min<int64_t>(M, p.OW - tw * M));
+    for (int64_t oc0 = 0; oc0 < p.OC; oc0 += W) {
+      const int lanes = static_cast<int>(std::min<int64_t>(W, p.OC - oc0));
+      V mv[A][A], tmp[M][A], o[M][M];
+#pragma GCC unroll 8
+      for (int i = 0; i < A; ++i)
+#pragma GCC unroll 8
+        for (int j = 0; j < A; ++j) mv[i][j] = S::load(mm + ((i * A + j) * count + t) * ocp + oc0);
+#pragma GCC unroll 8
+      for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+        for (int j = 0; j < A; ++j) tmp[i][j] = const_dot<S, A>(WG::AT[i], &mv[0][j], A);
+#pragma GCC unroll 8
+      for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+        for (int j = 0; j < M; ++j) o[i][j] = const_dot<S, A>(WG::AT[j], &tmp[i][0], 1);
+      const V sc = ep.scale ? S::load_n(ep.scale + oc0, lanes) : S::set1(T(1));
+      const V sh = ep.shift ? S::load_n(ep.shift + oc0, lanes) : S::zero();
+      for (int i = 0; i < rows; ++i)
+        for (int j = 0; j < cols; ++j) {
+          V val = o[i][j];
+          if (ep.scale) val = S::mul(val, sc);
+          if (ep.shift) val = S::add(val, sh);
+          const int64_t oh = th * M + i, ow = tw * M + j;
+          T* yp = y + n * ys.n + oc0 * ys.c + oh * ys.h + ow * ys.w;
+          const T* rp = ep.residual ? ep.residual + n * ep.rs.n + oc0 * ep.rs.c + oh * ep.rs.h + ow * ep.rs.w
+                                    : nullptr;
+          if (vec_store) {
+            if (rp) val = S::add(val, S::load_n(rp, lanes));
+            if (ep.relu) val = S::max(S::zero(), val);
+            S::store_n(yp, val, lanes);
+          } else {
+            alignas(64) T buf[W];
+            S::store(buf, val);
+            for (int l = 0; l < lanes; ++l) yp[l * ys.c] = finish_scalar(buf[l], ep, rp ? rp + l * ep.rs.c : nullptr);
+          }
+        }
+    }
+  }
+}
+
+template <class T>
+void winograd_weight(const T* w, const ConvParams& p, int m, T* u, int64_t b, int64_t e) {
+  if (m == 4) winograd_weight_m<T, 4>(w, p, u, b, e); else winograd_weight_m<T, 2>(w, p, u, b, e);
+}
+template <class T>
+void winograd_input(const PaddedNhwc<T>& x, const ConvParams& p, int m, int64_t first, int64_t count, T* v,
+                    int64_t b, int64_t e) {
+  if (m == 4) winograd_input_m<T, 4>(x, p, first, count, v, b, e);
+  else winograd_input_m<T, 2>(x, p, first, count, v, b, e);
+}
+template <class T>
+void winograd_output(const T* mm, const ConvParams& p, int m, int64_t first, int64_t count, const Epilogue<T>& ep,
+                     T* y, Strides4 ys, int64_t b, int64_t e) {
+  if (m == 4) winograd_output_m<T, 4>(mm, p, first, count, ep, y, ys, b, e);
+  else winograd_output_m<T, 2>(mm, p, first, count, ep, y, ys, b, e);
+}
+
 template <class T>
 const ConvKernels<T>* make_table() {
   static const ConvKernels<T> table = {
@@ -571,6 +791,10 @@ const ConvKernels<T>* make_table() {
       &weight_grad_tiles<T>,
       &input_grad_scatter<T>,
       &bias_grad<T>,
+      &winograd_weight<T>,
+      &winograd_input<T>,
+      &winograd_gemm<T>,
+      &winograd_output<T>,
   };
   return &table;
 }
