@@ -12,7 +12,7 @@ from hypothesis import given, strategies as st
 
 import fastconv
 
-ALGOS = ["auto", "direct", "gemm1x1", "winograd", "winograd4"]
+ALGOS = ["auto", "direct", "gemm1x1", "winograd", "winograd4", "nchw"]
 
 
 @pytest.fixture(params=ALGOS)

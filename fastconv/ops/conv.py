@@ -255,9 +255,13 @@ class Conv2dFunction(torch.autograd.Function):
 
 
 def set_conv_algo(name: str) -> None:
-    """Force the conv2d algorithm for later calls: ``'auto'`` (the heuristic: ``gemm1x1`` for
-    NCHW 1x1 stride-1 layers, ``direct`` otherwise), ``'direct'`` or ``'gemm1x1'`` (falls back
-    to direct where it does not apply). ``FASTCONV_CONV_ALGO`` sets the initial choice."""
+    """Force the conv2d algorithm for later calls (``FASTCONV_CONV_ALGO`` sets the initial
+    choice). ``'auto'`` is the heuristic: ``gemm1x1`` for NCHW 1x1 stride-1 layers,
+    ``winograd`` (F(2x2, 3x3)) for 3x3 stride-1 single-group layers with >= 16 input and
+    output channels, ``nchw`` (pixels in the SIMD lanes) for NCHW layers with <= 4 input
+    channels per group and stride 1 along W, ``direct`` otherwise. ``'winograd4'``
+    (F(4x4, 3x3), about 10x the float32 error of direct) is never chosen automatically.
+    A forced algorithm that does not apply to a layer falls back to ``direct``."""
     from .. import _C
     _C.set_conv_algo(name)
 

@@ -7,10 +7,10 @@
 namespace fastconv {
 namespace conv {
 
-enum class ConvAlgo { Auto, Direct, Gemm1x1, Winograd, Winograd4 };
+enum class ConvAlgo { Auto, Direct, Gemm1x1, Winograd, Winograd4, NchwDirect };
 
 ConvAlgo forced_conv_algo();
-// "auto", "direct", "gemm1x1", "winograd" (F(2x2,3x3)) or "winograd4" (F(4x4,3x3)); anything else is a ValueError naming the choices.
+// "auto", "direct", "gemm1x1", "winograd" (F(2x2,3x3)) or "winograd4" (F(4x4,3x3)), "nchw" (pixels-in-lanes direct); anything else is a ValueError naming the choices.
 void set_conv_algo(const std::string& name);
 std::string conv_algo_name();
 

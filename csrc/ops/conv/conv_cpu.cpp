@@ -7,6 +7,8 @@
 //   winograd F(2x2, 3x3) for 3x3 stride-1 single-group layers with at least 16 input and
 //            output channels (2.25x fewer multiplies; error at the direct path's level).
 //            winograd4 = F(4x4, 3x3) only when forced (larger float32 error).
+//   nchw     few input channels (<= 4 per group), stride 1 along W, NCHW in and out: direct
+//            convolution with output pixels in the lanes (LeNet's first layer).
 //   direct   everything else: NHWC-orientation direct convolution from a zero-padded NHWC
 //            copy of the input (none when the input is channels_last and unpadded); output
 //            written straight into NCHW or channels_last.
@@ -40,6 +42,7 @@ bool parse_algo(const std::string& s, ConvAlgo* out) {
   else if (s == "gemm1x1") *out = ConvAlgo::Gemm1x1;
   else if (s == "winograd") *out = ConvAlgo::Winograd;
   else if (s == "winograd4") *out = ConvAlgo::Winograd4;
+  else if (s == "nchw") *out = ConvAlgo::NchwDirect;
   else return false;
   return true;
 }
@@ -61,7 +64,7 @@ ConvAlgo forced_conv_algo() {
 void set_conv_algo(const std::string& name) {
   ConvAlgo a;
   if (!parse_algo(name, &a))
-    throw std::invalid_argument("conv algorithm must be one of 'auto', 'direct', 'gemm1x1', 'winograd', 'winograd4'; got '" +
+    throw std::invalid_argument("conv algorithm must be one of 'auto', 'direct', 'gemm1x1', 'winograd', 'winograd4', 'nchw'; got '" +
                                 name + "'");
   g_algo.store(static_cast<int>(a), std::memory_order_relaxed);
 }
@@ -72,6 +75,7 @@ std::string conv_algo_name() {
     case ConvAlgo::Gemm1x1: return "gemm1x1";
     case ConvAlgo::Winograd: return "winograd";
     case ConvAlgo::Winograd4: return "winograd4";
+    case ConvAlgo::NchwDirect: return "nchw";
     default: return "auto";
   }
 }
@@ -177,6 +181,7 @@ FwdPlan nhwc_plan(const ConvKernels<T>* kt, const ConvParams& p) {
   plan.blocks = ceil_div(p.ocg(), kt->nr);
   plan.rows_per_task = std::clamp<int64_t>(ceil_div(256, p.OW), 1, std::max<int64_t>(p.OH, 1));
   plan.row_chunks = ceil_div(p.OH, plan.rows_per_task);
+  plan.blocks_inner = p.OC * p.icg() * p.KH * p.KW * int64_t(sizeof(T)) <= (256 << 10);
   return plan;
 }
 
@@ -292,6 +297,25 @@ void forward_into(const ConvParams& p, const at::Tensor& x, const at::Tensor& w,
     T* ys = y.mutable_data_ptr<T>();
     at::parallel_for(0, p.N * p.groups * plan.row_chunks, 1, [&](int64_t b, int64_t e) {
       kt->forward_1x1_nchw(xs, ws, p, plan, ep, ys, b, e);
+    });
+    return;
+  }
+  // Few input channels, stride 1 along W, NCHW in and out (LeNet's first layer): pixels in
+  // the lanes, read from a padded NCHW copy (tiny for so few channels).
+  const ConvAlgo forced = forced_conv_algo();
+  if (!channels_last && p.sw == 1 && y.is_contiguous() &&
+      ((forced == ConvAlgo::Auto && p.icg() <= 4 && p.OW >= 8) || forced == ConvAlgo::NchwDirect)) {
+    const at::Tensor xp = at::constant_pad_nd(x, {p.pl, p.pr, p.pt, p.pb}, 0).contiguous();
+    const int64_t hp = xp.size(2), wpd = xp.size(3);
+    const at::Tensor wp = packed_weight(kt, w, p, false, false, kt->mr_nchw);
+    FwdPlan plan;
+    plan.rows_per_task = std::clamp<int64_t>(ceil_div(1024, p.OW), 1, p.OH);
+    plan.row_chunks = ceil_div(p.OH, plan.rows_per_task);
+    const T* xs = xp.const_data_ptr<T>();
+    const T* ws = wp.const_data_ptr<T>();
+    T* ys = y.mutable_data_ptr<T>();
+    at::parallel_for(0, p.N * p.groups * plan.row_chunks, 1, [&](int64_t b, int64_t e) {
+      kt->forward_nchw_direct(xs, hp, wpd, ws, p, plan, ep, ys, b, e);
     });
     return;
   }

@@ -42,7 +42,12 @@ struct FwdPlan {
   int64_t blocks = 1;          // channel blocks per group
   int64_t rows_per_task = 1;
   int64_t row_chunks = 1;
-  int64_t tasks(const ConvParams& p) const { return p.N * p.groups * blocks * row_chunks; }
+  // Every channel block inside one task (small weights: the input rows are then read once);
+  // else one block per task (large weights: a block's weights stay in L2 across rows).
+  bool blocks_inner = false;
+  int64_t tasks(const ConvParams& p) const {
+    return p.N * p.groups * (blocks_inner ? 1 : blocks) * row_chunks;
+  }
 };
 
 template <class T>
@@ -75,6 +80,14 @@ struct ConvKernels {
   // in the SIMD lanes; weights packed with block mr_nchw. No layout conversion at all.
   void (*forward_1x1_nchw)(const T* x, const T* wpack, const ConvParams& p, const FwdPlan& plan,
                            const Epilogue<T>& ep, T* y, int64_t task_begin, int64_t task_end);
+
+  // Direct convolution, NCHW orientation, for stride-1 (along W) layers with few input
+  // channels (LeNet's first layer): tiles of mr_nchw output channels x 2 vectors of output
+  // pixels along a row; x is a zero-padded NCHW copy [N][C][hp][wp]; weights packed with
+  // block mr_nchw; y contiguous NCHW. Task = (n, group, chunk of output rows).
+  void (*forward_nchw_direct)(const T* x, int64_t hp, int64_t wp, const T* wpack, const ConvParams& p,
+                              const FwdPlan& plan, const Epilogue<T>& ep, T* y, int64_t task_begin,
+                              int64_t task_end);
 
   // Weight gradient into gw[g][o][kh][kw][ic] (OCg x KH x KW x ICg per group), for tiles
   // [tile_begin, tile_end) of weight_grad_tiles(p).

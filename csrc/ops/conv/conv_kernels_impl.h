@@ -321,14 +321,19 @@ void forward_nhwc(const PaddedNhwc<T>& x, const T* wpack, const ConvParams& p, c
   for (int64_t t = task_begin; t < task_end; ++t) {
     const int64_t chunk = t % plan.row_chunks;
     int64_t rest = t / plan.row_chunks;
-    const int64_t blk = rest % plan.blocks;
-    rest /= plan.blocks;
+    int64_t blk_begin = 0, blk_end = plan.blocks;
+    if (!plan.blocks_inner) {
+      blk_begin = rest % plan.blocks;
+      blk_end = blk_begin + 1;
+      rest /= plan.blocks;
+    }
     const int64_t g = rest % p.groups, n = rest / p.groups;
-    const int64_t oc0 = g * ocg + blk * NR;
-    const int nvalid = static_cast<int>(std::min<int64_t>(NR, ocg - blk * NR));
-    const T* wb = wpack + (g * plan.blocks + blk) * wblock;
     const int64_t oh_end = std::min(p.OH, (chunk + 1) * plan.rows_per_task);
-    for (int64_t oh = chunk * plan.rows_per_task; oh < oh_end; ++oh) {
+    for (int64_t oh = chunk * plan.rows_per_task; oh < oh_end; ++oh)
+    for (int64_t blk = blk_begin; blk < blk_end; ++blk) {
+      const int64_t oc0 = g * ocg + blk * NR;
+      const int nvalid = static_cast<int>(std::min<int64_t>(NR, ocg - blk * NR));
+      const T* wb = wpack + (g * plan.blocks + blk) * wblock;
       const T* arow = x.data + (n * x.hp + oh * p.sh) * x.wp * x.c + g * icg;
       T* yrow = y + n * ys.n + oc0 * ys.c + oh * ys.h;
       const T* rrow = ep.residual ? ep.residual + n * ep.rs.n + oc0 * ep.rs.c + oh * ep.rs.h : nullptr;
@@ -372,11 +377,15 @@ void forward_1x1_nchw(const T* x, const T* wpack, const ConvParams& p, const Fwd
       const int64_t p0 = p_begin + ti * NR;
       const int valid = static_cast<int>(std::min<int64_t>(NR, p_end - p0));
       T* dst = panel.data() + ti * icg * NR;
+      int lanes[NV];
+      for (int v = 0; v < NV; ++v) lanes[v] = std::clamp(valid - v * Tile<T>::W, 0, Tile<T>::W);
       for (int64_t ic = 0; ic < icg; ++ic) {
         const T* src = xg + ic * hw + p0;
-        int64_t j = 0;
-        for (; j < valid; ++j) dst[ic * NR + j] = src[j];
-        for (; j < NR; ++j) dst[ic * NR + j] = T(0);
+        for (int v = 0; v < NV; ++v)
+          Tile<T>::S::store(dst + ic * NR + v * Tile<T>::W,
+                            lanes[v] == Tile<T>::W ? Tile<T>::S::load(src + v * Tile<T>::W)
+                            : lanes[v]             ? Tile<T>::S::load_n(src + v * Tile<T>::W, lanes[v])
+                                                   : Tile<T>::S::zero());
       }
     }
     const Seg seg{0, 0, icg};
@@ -398,6 +407,51 @@ void forward_1x1_nchw(const T* x, const T* wpack, const ConvParams& p, const Fwd
         });
       }
     }
+  }
+}
+
+template <class T>
+void forward_nchw_direct(const T* x, int64_t hp, int64_t wp, const T* wpack, const ConvParams& p,
+                         const FwdPlan& plan, const Epilogue<T>& ep, T* y, int64_t task_begin,
+                         int64_t task_end) {
+  using V = typename Tile<T>::V;
+  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR, NV = Tile<T>::NV;
+  const int64_t icg = p.icg(), ocg = p.ocg(), plane = hp * wp, oplane = p.OH * p.OW;
+  const int64_t nblk = (ocg + MR - 1) / MR;
+  // One segment per kernel tap: the input channels at that tap, a plane apart.
+  std::vector<Seg> segs;
+  for (int64_t kh = 0; kh < p.KH; ++kh)
+    for (int64_t kw = 0; kw < p.KW; ++kw)
+      segs.push_back({(kh * p.KW + kw) * icg * MR, kh * p.dh * wp + kw * p.dw, icg});
+  const int64_t nseg = static_cast<int64_t>(segs.size());
+  for (int64_t t = task_begin; t < task_end; ++t) {
+    const int64_t chunk = t % plan.row_chunks;
+    const int64_t rest = t / plan.row_chunks;
+    const int64_t g = rest % p.groups, n = rest / p.groups;
+    const T* xg = x + (n * p.C + g * icg) * plane;
+    const int64_t oh_end = std::min(p.OH, (chunk + 1) * plan.rows_per_task);
+    for (int64_t oh = chunk * plan.rows_per_task; oh < oh_end; ++oh)
+      for (int64_t blk = 0; blk < nblk; ++blk) {
+        const int64_t oc0 = g * ocg + blk * MR;
+        const int m = static_cast<int>(std::min<int64_t>(MR, ocg - blk * MR));
+        const T* wb = wpack + (g * nblk + blk) * p.KH * p.KW * icg * MR;
+        const T* xrow = xg + oh * p.sh * wp;
+        T* yb = y + (n * p.OC + oc0) * oplane + oh * p.OW;
+        const T* rb = ep.residual ? ep.residual + (n * p.OC + oc0) * oplane + oh * p.OW : nullptr;
+        for (int64_t ow0 = 0; ow0 < p.OW; ow0 += NR) {
+          const int nvalid = static_cast<int>(std::min<int64_t>(NR, p.OW - ow0));
+          with_rows<1, MR>(m, [&](auto mc) {
+            constexpr int M = decltype(mc)::value;
+            V acc[M][NV];
+            zero_acc<T, M>(acc);
+            if (nvalid == NR)
+              ukernel<T, M, false>(wb, 1, MR, xrow + ow0, plane, segs.data(), nseg, acc, NR);
+            else
+              ukernel<T, M, true>(wb, 1, MR, xrow + ow0, plane, segs.data(), nseg, acc, nvalid);
+            store_channels_by_pixels<T, M>(acc, ep, oc0, nvalid, yb + ow0, oplane, rb ? rb + ow0 : nullptr);
+          });
+        }
+      }
   }
 }
 
@@ -602,13 +656,13 @@ void bias_grad(const T* go, Strides4 gs, const ConvParams& p, T* gb, int64_t oc_
 // sum_k c[k] * x[k] for a row of constant coefficients: zero terms vanish and +-1 terms
 // become adds once the loops are unrolled over constexpr tables.
 template <class S, int K>
-FASTCONV_ALWAYS_INLINE typename S::V const_dot(const float (&c)[K], const typename S::V* x, int xs) {
+FASTCONV_ALWAYS_INLINE typename S::V const_dot(const double (&c)[K], const typename S::V* x, int xs) {
   typename S::V acc = S::zero();
 #pragma GCC unroll 8
   for (int k = 0; k < K; ++k) {
-    if (c[k] == 0.0f) continue;
-    if (c[k] == 1.0f) acc = S::add(acc, x[k * xs]);
-    else if (c[k] == -1.0f) acc = S::sub(acc, x[k * xs]);
+    if (c[k] == 0.0) continue;
+    if (c[k] == 1.0) acc = S::add(acc, x[k * xs]);
+    else if (c[k] == -1.0) acc = S::sub(acc, x[k * xs]);
     else acc = S::fma(S::set1(c[k]), x[k * xs], acc);
   }
   return acc;
@@ -787,6 +841,7 @@ const ConvKernels<T>* make_table() {
       &pack_weight<T>,
       &forward_nhwc<T>,
       &forward_1x1_nchw<T>,
+      &forward_nchw_direct<T>,
       &weight_grad<T>,
       &weight_grad_tiles<T>,
       &input_grad_scatter<T>,
