@@ -161,7 +161,18 @@ def test_filter_substring_and_regex():
     assert matches("vgg_max2x2s2/channels_last/fwd", "channels_last/fwd$")
     assert not matches("vgg_max2x2s2/channels_last/fwd+bwd", "channels_last/fwd$")
     assert not matches("vgg", "(")  # invalid regex falls back to substring
-    assert len(select(CASES, "vgg")) == 4
+    assert len(select(CASES, "vgg_max")) == 4
+
+
+def test_conv_case_accounting():
+    c = next(c for c in CASES if c.name == "vgg16_conv3_2/nchw/fwd")
+    assert c.family == "conv" and c.metric == "GFLOP/s"
+    assert c.flops == 2 * 8 * 256 * 256 * 9 * 56 * 56
+    step = next(c for c in CASES if c.name == "vgg16_conv3_2/nchw/fwd+bwd")
+    assert step.flops == 3 * c.flops and step.input_grad
+    first = next(c for c in CASES if c.name == "alexnet_conv1/nchw/fwd+bwd")
+    assert not first.input_grad  # a network's first layer needs no input gradient
+    assert first.flops == 2 * next(c for c in CASES if c.name == "alexnet_conv1/nchw/fwd").flops
 
 
 # --- running a (tiny) case end to end with a fake clock -----------------------------
