@@ -313,6 +313,7 @@ W = torch.randn(6, 4, 3, 3)
     ("input must be float32, float64, bfloat16 or float16",
      lambda: fastconv.conv2d(X.int(), W.int())),
     ("residual must have the output's shape", lambda: fastconv.conv2d_fused(X, W, residual=torch.randn(2, 6, 5, 5))),
+    ("weight must be on input's device", lambda: fastconv.conv2d(X, W.to("meta"))),
     ("input must be 4-D", lambda: torch.ops.fastconv.conv2d(X[0], W, None, [1, 1], [0, 0, 0, 0], [1, 1], 1)),
     ("grad_output must have the output's shape",
      lambda: torch.ops.fastconv.conv2d_backward(torch.randn(2, 6, 5, 5), X, W, [1, 1], [0, 0, 0, 0], [1, 1], 1,

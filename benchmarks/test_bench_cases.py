@@ -1,8 +1,8 @@
-"""Pooling cases from ``fastconv.bench.cases`` as pytest-benchmark tests.
+"""Every case of ``fastconv.bench.cases`` (pooling, LRN, conv2d) as pytest-benchmark tests.
 
 Each case runs once per thread count for fastconv ("ours") and torch, in the
 same benchmark group, so pytest-benchmark's table shows them side by side.
-Select with ``-k``, e.g. ``-k "vgg and channels_last and ours"``.
+Select with ``-k``, e.g. ``-k "vgg and channels_last and ours"`` or ``-k "conv and t1"``.
 """
 
 import os
@@ -10,12 +10,12 @@ import os
 import pytest
 import torch
 
-from fastconv.bench.cases import POOL_CASES
+from fastconv.bench.cases import CASES
 from fastconv.bench.harness import build_runner
 
 # Thread counts, like the CLI's --threads (conftest.py documents the variable).
 THREADS = [int(t) for t in os.environ.get("FASTCONV_BENCH_THREADS", "1,2").split(",") if t.strip()]
-PARAMS = [(case, t, impl) for case in POOL_CASES for t in THREADS for impl in ("ours", "torch")]
+PARAMS = [(case, t, impl) for case in CASES for t in THREADS for impl in ("ours", "torch")]
 IDS = [f"{case.name}-t{t}-{impl}" for case, t, impl in PARAMS]
 
 # Parameters are ordered case-major, so keeping only the latest case's inputs
@@ -41,7 +41,7 @@ def num_threads(request):
 
 
 @pytest.mark.parametrize("case,num_threads,impl", PARAMS, ids=IDS, indirect=["num_threads"])
-def test_pool(benchmark, case, num_threads, impl):
+def test_case(benchmark, case, num_threads, impl):
     try:
         fn = case.make_ours() if impl == "ours" else case.make_torch()
     except RuntimeError as exc:  # extension not built
