@@ -1,4 +1,5 @@
 """Shared fixtures: every op test runs on every SIMD path this CPU supports."""
+import contextlib
 import os
 
 import pytest
@@ -21,13 +22,32 @@ settings.load_profile("fastconv")
 CAPABILITIES = fastconv.supported_cpu_capabilities()
 
 
+CONV_ALGOS = ["auto", "direct", "gemm1x1", "winograd", "winograd4", "nchw"]
+
+
+@contextlib.contextmanager
+def forced(get, set_, value):
+    """A global switch (SIMD path, conv algorithm) set for a block, then restored."""
+    previous = get()
+    set_(value)
+    try:
+        yield value
+    finally:
+        set_(previous)
+
+
 @pytest.fixture(params=CAPABILITIES)
 def cpu_capability(request):
-    """Runs the test body with the given SIMD path forced, then restores the previous one."""
-    previous = fastconv.cpu_capability()
-    fastconv.set_cpu_capability(request.param)
-    yield request.param
-    fastconv.set_cpu_capability(previous)
+    """Runs the test body with the given SIMD path forced."""
+    with forced(fastconv.cpu_capability, fastconv.set_cpu_capability, request.param) as value:
+        yield value
+
+
+@pytest.fixture(params=CONV_ALGOS)
+def conv_algo(request):
+    """Runs the test body with the given conv2d algorithm forced."""
+    with forced(fastconv.conv_algo, fastconv.set_conv_algo, request.param) as value:
+        yield value
 
 
 @pytest.fixture(autouse=True)

@@ -11,17 +11,7 @@ import torch.nn.functional as F
 from hypothesis import given, strategies as st
 
 import fastconv
-
-ALGOS = ["auto", "direct", "gemm1x1", "winograd", "winograd4", "nchw"]
-
-
-@pytest.fixture(params=ALGOS)
-def conv_algo(request):
-    previous = fastconv.conv_algo()
-    fastconv.set_conv_algo(request.param)
-    yield request.param
-    fastconv.set_conv_algo(previous)
-
+from conftest import forced
 
 def _tol(dtype, algo="auto"):
     if dtype == torch.float64:
@@ -261,12 +251,8 @@ def test_conv2d_threads_do_not_change_results():
 
 
 def _rel_error(algo, x, w):
-    previous = fastconv.conv_algo()
-    fastconv.set_conv_algo(algo)
-    try:
+    with forced(fastconv.conv_algo, fastconv.set_conv_algo, algo):
         y = fastconv.conv2d(x, w, padding=1)
-    finally:
-        fastconv.set_conv_algo(previous)
     exact = F.conv2d(x.double(), w.double(), padding=1)
     return ((y.double() - exact).abs().max() / exact.abs().max()).item()
 

@@ -41,3 +41,17 @@ def empty_in_format(input, shape, dtype=None):
     ``input``: channels_last for a 4-D channels_last input (torch's rule), else contiguous."""
     fmt = suggest_memory_format(input) if input.dim() == 4 else torch.contiguous_format
     return torch.empty(shape, dtype=dtype or input.dtype, device=input.device, memory_format=fmt)
+
+
+def no_setup(ctx, inputs, output):
+    """``setup_context`` of an op whose backward needs nothing saved."""
+
+
+def unsupported_backward(message):
+    """A backward formula that raises ``NotImplementedError(message)``: for gradients we do
+    not compute (double backward, inference-only ops), so autograd never drops them silently."""
+
+    def backward(ctx, *grads):
+        raise NotImplementedError(message)
+
+    return backward

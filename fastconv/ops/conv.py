@@ -17,7 +17,7 @@ import torch
 from torch._prims_common import suggest_memory_format
 
 from ._args import IntOrPair, check_tensor, pair
-from ._common import below_autograd, call_forward
+from ._common import below_autograd, call_forward, no_setup, unsupported_backward
 
 _ops = torch.ops.fastconv
 
@@ -166,25 +166,13 @@ def _backward(ctx, grad_output):
             None, None, None, None)
 
 
-def _fused_backward(ctx, grad_output):
-    raise NotImplementedError(
-        "fastconv.conv2d_fused is an inference op (its epilogue is folded into the output "
-        "tile); train with fastconv.conv2d followed by the separate ops")
-
-
-def _no_setup(ctx, inputs, output):
-    pass
-
-
-def _double_backward(ctx, *grads):
-    raise NotImplementedError(
-        "fastconv.conv2d: double backward (a gradient of its gradient) is not implemented; "
-        "use torch.nn.functional.conv2d where you need it")
-
-
 torch.library.register_autograd("fastconv::conv2d", _backward, setup_context=_setup)
-torch.library.register_autograd("fastconv::conv2d_fused", _fused_backward, setup_context=_no_setup)
-torch.library.register_autograd("fastconv::conv2d_backward", _double_backward, setup_context=_no_setup)
+torch.library.register_autograd("fastconv::conv2d_fused", unsupported_backward(
+    "fastconv.conv2d_fused is an inference op (its epilogue is folded into the output tile); "
+    "train with fastconv.conv2d followed by the separate ops"), setup_context=no_setup)
+torch.library.register_autograd("fastconv::conv2d_backward", unsupported_backward(
+    "fastconv.conv2d: double backward (a gradient of its gradient) is not implemented; use "
+    "torch.nn.functional.conv2d where you need it"), setup_context=no_setup)
 
 
 # ----------------------------------------------------------------------------- public API

@@ -10,7 +10,7 @@ beyond, as torch accepts); the output has the input's shape and memory format.
 """
 import torch
 from ._args import check_tensor
-from ._common import below_autograd, call_forward, empty_in_format
+from ._common import below_autograd, call_forward, empty_in_format, no_setup, unsupported_backward
 
 _ops = torch.ops.fastconv
 
@@ -51,19 +51,10 @@ def _backward(ctx, grad_output):
     return grad, None, None, None, None
 
 
-def _double_backward(ctx, grad_grad_input):
-    raise NotImplementedError(
-        "fastconv.local_response_norm: double backward (a gradient of its gradient) is not "
-        "implemented; use torch.nn.functional.local_response_norm where you need it")
-
-
-def _setup_double(ctx, inputs, output):
-    pass
-
-
 torch.library.register_autograd("fastconv::local_response_norm", _backward, setup_context=_setup)
-torch.library.register_autograd("fastconv::local_response_norm_backward", _double_backward,
-                                setup_context=_setup_double)
+torch.library.register_autograd("fastconv::local_response_norm_backward", unsupported_backward(
+    "fastconv.local_response_norm: double backward (a gradient of its gradient) is not "
+    "implemented; use torch.nn.functional.local_response_norm where you need it"), setup_context=no_setup)
 
 
 def local_response_norm(input: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75,

@@ -668,6 +668,22 @@ FASTCONV_ALWAYS_INLINE typename S::V const_dot(const double (&c)[K], const typen
   return acc;
 }
 
+// out = L x L^T for a constant P x A matrix L: the input (B^T d B) and output (A^T m A)
+// transforms, on vectors of channels.
+template <class S, int P, int A>
+FASTCONV_ALWAYS_INLINE void sandwich(const double (&L)[P][A], const typename S::V (&x)[A][A],
+                                     typename S::V (&out)[P][P]) {
+  typename S::V tmp[P][A];
+#pragma GCC unroll 8
+  for (int i = 0; i < P; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < A; ++j) tmp[i][j] = const_dot<S, A>(L[i], &x[0][j], A);
+#pragma GCC unroll 8
+  for (int i = 0; i < P; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < P; ++j) out[i][j] = const_dot<S, A>(L[j], &tmp[i][0], 1);
+}
+
 template <class T, int M>
 void winograd_weight_m(const T* w, const ConvParams& p, T* u, int64_t ocb_begin, int64_t ocb_end) {
   using WG = Winograd<M>;
@@ -712,20 +728,16 @@ void winograd_input_m(const PaddedNhwc<T>& x, const ConvParams& p, int64_t first
     const T* base = x.data + ((n * x.hp + th * M) * x.wp + tw * M) * C;
     for (int64_t c0 = 0; c0 < C; c0 += W) {
       const int lanes = static_cast<int>(std::min<int64_t>(W, C - c0));
-      V d[A][A], tmp[A][A];
+      V d[A][A], vt[A][A];
 #pragma GCC unroll 8
       for (int i = 0; i < A; ++i)
 #pragma GCC unroll 8
         for (int j = 0; j < A; ++j) d[i][j] = S::load_n(base + (i * x.wp + j) * C + c0, lanes);
+      sandwich<S, A, A>(WG::BT, d, vt);
 #pragma GCC unroll 8
       for (int i = 0; i < A; ++i)
 #pragma GCC unroll 8
-        for (int j = 0; j < A; ++j) tmp[i][j] = const_dot<S, A>(WG::BT[i], &d[0][j], A);
-#pragma GCC unroll 8
-      for (int i = 0; i < A; ++i)
-#pragma GCC unroll 8
-        for (int j = 0; j < A; ++j)
-          S::store_n(v + ((i * A + j) * count + t) * C + c0, const_dot<S, A>(WG::BT[j], &tmp[i][0], 1), lanes);
+        for (int j = 0; j < A; ++j) S::store_n(v + ((i * A + j) * count + t) * C + c0, vt[i][j], lanes);
     }
   }
 }
@@ -775,19 +787,12 @@ void winograd_output_m(const T* mm, const ConvParams& p, int64_t first, int64_t 
     const int cols = static_cast<int>(std::min<int64_t>(M, p.OW - tw * M));
     for (int64_t oc0 = 0; oc0 < p.OC; oc0 += W) {
       const int lanes = static_cast<int>(std::min<int64_t>(W, p.OC - oc0));
-      V mv[A][A], tmp[M][A], o[M][M];
+      V mv[A][A], o[M][M];
 #pragma GCC unroll 8
       for (int i = 0; i < A; ++i)
 #pragma GCC unroll 8
         for (int j = 0; j < A; ++j) mv[i][j] = S::load(mm + ((i * A + j) * count + t) * ocp + oc0);
-#pragma GCC unroll 8
-      for (int i = 0; i < M; ++i)
-#pragma GCC unroll 8
-        for (int j = 0; j < A; ++j) tmp[i][j] = const_dot<S, A>(WG::AT[i], &mv[0][j], A);
-#pragma GCC unroll 8
-      for (int i = 0; i < M; ++i)
-#pragma GCC unroll 8
-        for (int j = 0; j < M; ++j) o[i][j] = const_dot<S, A>(WG::AT[j], &tmp[i][0], 1);
+      sandwich<S, M, A>(WG::AT, mv, o);
       const V sc = ep.scale ? S::load_n(ep.scale + oc0, lanes) : S::set1(T(1));
       const V sh = ep.shift ? S::load_n(ep.shift + oc0, lanes) : S::zero();
       for (int i = 0; i < rows; ++i)
