@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = p.add_argument_group("mode")
     mode.add_argument("--quick", action="store_true",
-                      help="fewer repeats and shorter samples, same shapes (under 2 minutes on 2 cores)")
+                      help="fewer repeats and shorter samples, same shapes (about a third of the full run)")
     mode.add_argument("--repeats", type=_positive_int, metavar="N",
                       help="timed samples per side (default: 15, quick: 5)")
     mode.add_argument("--warmup", type=int, metavar="N",
