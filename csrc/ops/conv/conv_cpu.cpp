@@ -223,10 +223,10 @@ PaddedNhwc<T> padded_nhwc(const ConvKernels<T>* kt, const at::Tensor& x, int64_t
 
 template <class T>
 at::Tensor packed_weight(const ConvKernels<T>* kt, const at::Tensor& w, const ConvParams& p, bool swap,
-                         bool flip, int block) {
+                         int block) {
   const int64_t blocked = swap ? p.icg() : p.ocg(), kdim = swap ? p.ocg() : p.icg();
   at::Tensor out = at::empty({p.groups * ceil_div(blocked, block) * block * p.KH * p.KW * kdim}, w.options());
-  kt->pack_weight(w.const_data_ptr<T>(), p, swap, flip, block, out.mutable_data_ptr<T>());
+  kt->pack_weight(w.const_data_ptr<T>(), p, swap, block, out.mutable_data_ptr<T>());
   return out;
 }
 
@@ -290,7 +290,7 @@ void forward_into(const ConvParams& p, const at::Tensor& x, const at::Tensor& w,
                   at::Tensor& y, bool channels_last) {
   const auto* kt = select_kernels<T>();
   if (use_gemm1x1(p, channels_last) && x.is_contiguous() && y.is_contiguous()) {
-    const at::Tensor wp = packed_weight(kt, w, p, false, false, kt->mr_nchw);
+    const at::Tensor wp = packed_weight(kt, w, p, false, kt->mr_nchw);
     const FwdPlan plan = gemm1x1_plan(kt, p);
     const T* xs = x.const_data_ptr<T>();
     const T* ws = wp.const_data_ptr<T>();
@@ -307,7 +307,7 @@ void forward_into(const ConvParams& p, const at::Tensor& x, const at::Tensor& w,
       ((forced == ConvAlgo::Auto && p.icg() <= 4 && p.OW >= 8) || forced == ConvAlgo::NchwDirect)) {
     const at::Tensor xp = at::constant_pad_nd(x, {p.pl, p.pr, p.pt, p.pb}, 0).contiguous();
     const int64_t hp = xp.size(2), wpd = xp.size(3);
-    const at::Tensor wp = packed_weight(kt, w, p, false, false, kt->mr_nchw);
+    const at::Tensor wp = packed_weight(kt, w, p, false, kt->mr_nchw);
     FwdPlan plan;
     plan.rows_per_task = std::clamp<int64_t>(ceil_div(1024, p.OW), 1, p.OH);
     plan.row_chunks = ceil_div(p.OH, plan.rows_per_task);
@@ -359,7 +359,7 @@ void direct_forward(const ConvParams& p, const at::Tensor& x, const at::Tensor& 
   const auto* kt = select_kernels<T>();
   at::Tensor storage;
   const PaddedNhwc<T> xp = padded_nhwc<T>(kt, x, p.pt, p.pb, p.pl, p.pr, storage);
-  const at::Tensor wp = packed_weight(kt, w, p, false, false, kt->nr);
+  const at::Tensor wp = packed_weight(kt, w, p, false, kt->nr);
   const FwdPlan plan = nhwc_plan(kt, p);
   const T* ws = wp.const_data_ptr<T>();
   T* ys = y.mutable_data_ptr<T>();
@@ -405,18 +405,11 @@ at::Tensor conv2d_fused_cpu(const at::Tensor& input, const at::Tensor& weight,
                                                             : at::MemoryFormat::Contiguous));
   if (y.numel() == 0) return y;
   const at::Tensor w = weight.contiguous();
-  // One per-channel shift: bias * scale + shift (bias alone when there is no scale).
+  // One per-channel shift: bias * scale + shift (either part optional).
   at::Tensor shift_eff;
-  if (bias.has_value() && scale.has_value()) {
-    shift_eff = bias->mul(*scale);
-    if (shift.has_value()) shift_eff.add_(*shift);
-  } else if (bias.has_value() && shift.has_value()) {
-    shift_eff = bias->add(*shift);
-  } else if (bias.has_value()) {
-    shift_eff = bias->contiguous();
-  } else if (shift.has_value()) {
-    shift_eff = shift->contiguous();
-  }
+  if (bias.has_value()) shift_eff = scale.has_value() ? bias->mul(*scale) : *bias;
+  if (shift.has_value()) shift_eff = shift_eff.defined() ? shift_eff.add(*shift) : *shift;
+  if (shift_eff.defined()) shift_eff = shift_eff.contiguous();
   at::Tensor scale_c = scale.has_value() ? scale->contiguous() : at::Tensor();
   at::Tensor res = residual.has_value() ? residual->contiguous(y.suggest_memory_format()) : at::Tensor();
   const at::Tensor x = input;
@@ -470,7 +463,7 @@ void input_grad(const ConvParams& p, const at::Tensor& go, const at::Tensor& w, 
   // Strided: scatter into a padded NHWC buffer, then crop into gx.
   const int64_t hp = p.H + p.pt + p.pb, wpd = p.W + p.pl + p.pr;
   at::Tensor buf = at::empty({p.N * hp * wpd * p.C}, go.options());
-  const at::Tensor wp = packed_weight(kt, w, p, true, false, kt->nr);
+  const at::Tensor wp = packed_weight(kt, w, p, true, kt->nr);
   const Strides4 gst = strides_of(go);
   const T* gs = go.const_data_ptr<T>();
   const T* ws = wp.const_data_ptr<T>();

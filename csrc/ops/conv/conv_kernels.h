@@ -68,8 +68,8 @@ struct ConvKernels {
 
   // Weight (OC, ICg, KH, KW) contiguous -> blocks of `block` channels:
   // out[g][blk][kh][kw][k][block]. swap: the blocked axis is the input channel and k runs over
-  // output channels (input-gradient weights); flip: kh, kw reversed. Zero-filled past the end.
-  void (*pack_weight)(const T* w, const ConvParams& p, bool swap, bool flip, int block, T* out);
+  // output channels (input-gradient weights). Zero-filled past the end.
+  void (*pack_weight)(const T* w, const ConvParams& p, bool swap, int block, T* out);
 
   // Direct convolution, NHWC orientation: tiles of mr output pixels x nr output channels,
   // input broadcast from the padded buffer, packed weights (pack_weight with block nr).
@@ -97,7 +97,7 @@ struct ConvKernels {
 
   // Input gradient of a strided layer: scatter-adds into a zeroed padded NHWC buffer
   // gx[N][hp][wp][C]; task = (n, group, input-channel block of nr); weights packed with
-  // swap, no flip, block nr.
+  // swap, block nr.
   void (*input_grad_scatter)(const T* go, Strides4 gs, const T* wpack, const ConvParams& p,
                              T* gx, int64_t hp, int64_t wp, int64_t task_begin, int64_t task_end);
 

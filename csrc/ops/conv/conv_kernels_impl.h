@@ -189,7 +189,7 @@ void unpack_nhwc(const T* src, int64_t hp, int64_t wp, int64_t C, int64_t pt, in
 }
 
 template <class T>
-void pack_weight(const T* w, const ConvParams& p, bool swap, bool flip, int block, T* out) {
+void pack_weight(const T* w, const ConvParams& p, bool swap, int block, T* out) {
   const int64_t ICg = p.icg(), OCg = p.ocg(), KH = p.KH, KW = p.KW;
   const int64_t blocked = swap ? ICg : OCg, kdim = swap ? OCg : ICg;
   const int64_t nblk = (blocked + block - 1) / block;
@@ -200,11 +200,10 @@ void pack_weight(const T* w, const ConvParams& p, bool swap, bool flip, int bloc
           for (int64_t k = 0; k < kdim; ++k)
             for (int64_t l = 0; l < block; ++l) {
               const int64_t ch = blk * block + l;
-              const int64_t khs = flip ? KH - 1 - kh : kh, kws = flip ? KW - 1 - kw : kw;
               T v = T(0);
               if (ch < blocked) {
                 const int64_t o = swap ? k : ch, i = swap ? ch : k;
-                v = w[(((g * OCg + o) * ICg + i) * KH + khs) * KW + kws];
+                v = w[(((g * OCg + o) * ICg + i) * KH + kh) * KW + kw];
               }
               *out++ = v;
             }
