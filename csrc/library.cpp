@@ -40,4 +40,30 @@ TORCH_LIBRARY(fastconv, m) {
   // empty (shape (0,)).
   m.def("conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, int[2] stride, "
         "int[4] padding, int[2] dilation, int groups, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+
+  // ---- Squeeze-and-Excitation (csrc/ops/se); the squeeze is adaptive_avg_pool2d to 1x1.
+  // y = relu?(input * scale[n, c] + residual): the SE scale, and with residual + relu the
+  // SE-ResNet block tail in one pass. input (N, C, H, W), scale (N, C).
+  m.def("channel_scale(Tensor input, Tensor scale, Tensor? residual, bool relu) -> Tensor");
+  // (grad_scale (N, C) = sum over H, W of grad_output * mask * input, grad_residual =
+  // grad_output * mask, or empty (0,) unless residual_grad and output are given, since
+  // without a mask it is grad_output itself); mask = output > 0 when the forward output is
+  // given (the ReLU), else 1.
+  m.def("channel_scale_grad_scale(Tensor grad_output, Tensor input, Tensor? output, bool residual_grad) "
+        "-> (Tensor, Tensor)");
+  // grad_input = grad_output * mask * scale[n, c] + shift[n, c].
+  m.def("channel_scale_grad_input(Tensor grad_output, Tensor scale, Tensor? shift, Tensor? output) -> Tensor");
+  // The whole SE block, image by image (an image's second pass finds it in cache):
+  //   pooled = mean_hw(input) (N, C), hidden = relu(pooled fc1_weight^T + fc1_bias) (N, C/r),
+  //   scale = sigmoid(hidden fc2_weight^T + fc2_bias) (N, C),
+  //   output = input * scale, or relu(input * scale + residual) with a residual.
+  // fc1_weight (C/r, C), fc2_weight (C, C/r). pooled / hidden / scale are saved for backward.
+  m.def("squeeze_excitation(Tensor input, Tensor fc1_weight, Tensor? fc1_bias, Tensor fc2_weight, "
+        "Tensor? fc2_bias, Tensor? residual) -> (Tensor output, Tensor pooled, Tensor hidden, Tensor scale)");
+  // (grad_input, grad_residual, dz1, dz2): dz1 / dz2 are the gradients of the FC layers'
+  // pre-activations (N, C/r) / (N, C); grad_input / grad_residual are empty (0,) when
+  // output_mask (input, residual) says so (grad_residual also without output, where it is
+  // grad_output itself).
+  m.def("squeeze_excitation_backward(Tensor grad_output, Tensor input, Tensor fc1_weight, Tensor fc2_weight, "
+        "Tensor hidden, Tensor scale, Tensor? output, bool[2] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
 }

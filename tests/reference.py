@@ -34,3 +34,12 @@ def grad_of(fn, x, grad_output_seed=1):
     g = torch.randn(y.shape, generator=gen, dtype=y.dtype)
     y.backward(g)
     return y.detach(), x.grad
+
+
+def squeeze_excitation_ref(x, w1, b1, w2, b2, residual=None):
+    """The SE block from torch ops: squeeze, FC -> ReLU -> FC -> sigmoid, scale (and the
+    SE-ResNet tail relu(x * s + residual))."""
+    p = x.mean((2, 3))
+    s = torch.sigmoid(torch.nn.functional.linear(torch.relu(torch.nn.functional.linear(p, w1, b1)), w2, b2))
+    y = x * s[:, :, None, None]
+    return y if residual is None else torch.relu(y + residual)

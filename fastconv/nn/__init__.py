@@ -3,5 +3,7 @@ their ``torch.nn`` namesakes (they subclass them), running fastconv kernels."""
 from .conv import Conv2d  # noqa: F401
 from .lrn import LocalResponseNorm  # noqa: F401
 from .pool import AdaptiveAvgPool2d, AvgPool2d, GlobalAvgPool2d, MaxPool2d  # noqa: F401
+from .se import SqueezeExcitation  # noqa: F401
 
-__all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "GlobalAvgPool2d", "LocalResponseNorm"]
+__all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "GlobalAvgPool2d", "LocalResponseNorm",
+           "SqueezeExcitation"]

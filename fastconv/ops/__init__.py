@@ -11,6 +11,7 @@ from .pool import (  # noqa: F401
     global_avg_pool2d,
     max_pool2d,
 )
+from .se import ChannelScaleFunction, SqueezeExcitationFunction, channel_scale, squeeze_excitation  # noqa: F401
 
 __all__ = [
     "conv2d",
@@ -28,4 +29,8 @@ __all__ = [
     "AdaptiveAvgPool2dFunction",
     "local_response_norm",
     "LocalResponseNormFunction",
+    "channel_scale",
+    "squeeze_excitation",
+    "ChannelScaleFunction",
+    "SqueezeExcitationFunction",
 ]

@@ -23,6 +23,6 @@ def pair(value: IntOrPair, name: str, op: str) -> Tuple[int, int]:
     raise TypeError(f"{op}: {name} must be an int or a tuple of ints, got {type(value).__name__}")
 
 
-def check_tensor(input, op: str) -> None:
+def check_tensor(input, op: str, name: str = "input") -> None:
     if not isinstance(input, torch.Tensor):
-        raise TypeError(f"{op}: input must be a torch.Tensor, got {type(input).__name__}")
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(input).__name__}")
