@@ -19,6 +19,7 @@ import fastconv
 from fastconv.__main__ import main as fastconv_main
 from fastconv.bench import alloc, cli, harness, report
 from fastconv.bench.cases import CASES, matches, pool_cases, select
+from fastconv.bench.harness import build_runner, outputs_match
 
 
 class FakeClock:
@@ -143,9 +144,12 @@ def test_case_table_is_complete_and_consistent():
     bases = {c.base for c in CASES}
     assert {"alexnet_max3x3s2", "vgg_max2x2s2", "resnet_max3x3s2p1", "googlenet_max3x3s1p1",
             "googlenet_avg3x3s1p1", "resnet50_global_avg7x7"} <= bases
+    # The inference-only blocks (ConvBNReLU eval, the Inception 1x1 group) have no training step.
+    eval_only = {c.base for c in CASES if c.family in ("convbn", "inception")}
     for base in bases:
         variants = {(c.layout, c.direction) for c in CASES if c.base == base}
-        assert variants >= {(l, d) for l in ("nchw", "channels_last") for d in ("fwd", "fwd+bwd")}
+        directions = ("fwd",) if base in eval_only else ("fwd", "fwd+bwd")
+        assert variants >= {(l, d) for l in ("nchw", "channels_last") for d in directions}
     # The global pool also reports backward alone (its own speed target).
     assert {c.direction for c in CASES if c.base == "resnet50_global_avg7x7"} == {"fwd", "fwd+bwd", "bwd"}
     vgg = next(c for c in CASES if c.name == "vgg_max2x2s2/nchw/fwd")
@@ -173,6 +177,32 @@ def test_conv_case_accounting():
     first = next(c for c in CASES if c.name == "alexnet_conv1/nchw/fwd+bwd")
     assert not first.input_grad  # a network's first layer needs no input gradient
     assert first.flops == 2 * next(c for c in CASES if c.name == "alexnet_conv1/nchw/fwd").flops
+
+
+def test_fused_case_accounting_and_modes():
+    se = next(c for c in CASES if c.name == "se_layer1/nchw/fwd")
+    assert se.nbytes == 8 * 8 * 256 * 56 * 56 and se.metric == "GB/s"
+    block = next(c for c in CASES if c.name == "bottleneck_layer3/nchw/fwd")
+    assert block.flops == 2 * 8 * 14 * 14 * (1024 * 256 + 9 * 256 * 256 + 256 * 1024)
+    train = next(c for c in CASES if c.name == "bottleneck_layer3/nchw/fwd+bwd")
+    assert train.flops == 3 * block.flops and train.outlier_fraction > 0
+    assert not block.make_ours().training and train.make_ours().training  # eval vs one training step
+    group = next(c for c in CASES if c.name == "inception3a_1x1_group/nchw/fwd")
+    ours, ref = group.make_ours().eval(), group.make_torch().eval()
+    x = group.make_inputs()
+    runners = [build_runner(group, f, x) for f in (ours, ref)]
+    outs = [r.outputs() for r in runners]
+    assert [o.shape[1] for o in outs[0]] == [64, 96, 16]
+    assert outputs_match(outs[0], outs[1], group.tolerance)
+
+
+def test_outputs_match_outlier_fraction():
+    a, b = torch.zeros(10000), torch.zeros(10000)
+    b[3] = 1.0  # one element flipped (a ReLU rounding across zero)
+    assert not outputs_match([a], [b], (1e-4, 1e-5))
+    assert outputs_match([a], [b], (1e-4, 1e-5), outlier_fraction=1e-4)
+    b[4] = 1.0
+    assert not outputs_match([a], [b], (1e-4, 1e-5), outlier_fraction=1e-4)
 
 
 # --- running a (tiny) case end to end with a fake clock -----------------------------

@@ -266,7 +266,9 @@ def build_runner(case: Case, fn: Callable[..., Any], inputs: Sequence[torch.Tens
 
         def outs_fwd() -> List[torch.Tensor]:
             with torch.no_grad():
-                return [fn(*inputs)]
+                y = fn(*inputs)
+            # A block with several outputs (an Inception 1x1 group) returns a tuple.
+            return list(y) if isinstance(y, (tuple, list)) else [y]
 
         return Runner(run=run_fwd, outputs=outs_fwd)
 
@@ -317,13 +319,18 @@ def build_runner(case: Case, fn: Callable[..., Any], inputs: Sequence[torch.Tens
 
 
 def outputs_match(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor],
-                  tolerance: Tuple[float, float]) -> bool:
-    """True when both output lists agree in shape and value within tolerance."""
+                  tolerance: Tuple[float, float], outlier_fraction: float = 0.0) -> bool:
+    """True when both output lists agree in shape and value within tolerance, allowing at
+    most ``outlier_fraction`` of each tensor's elements outside it (a ReLU whose input
+    rounds to the other side of zero flips one element of a gradient)."""
     if len(a) != len(b):
         return False
     rtol, atol = tolerance
     for x, y in zip(a, b):
-        if x.shape != y.shape or not torch.allclose(x.float(), y.float(), rtol=rtol, atol=atol):
+        if x.shape != y.shape:
+            return False
+        close = torch.isclose(x.float(), y.float(), rtol=rtol, atol=atol)
+        if (~close).sum().item() > outlier_fraction * close.numel():
             return False
     return True
 
@@ -495,7 +502,7 @@ def measure_case(case: Case, threads: Sequence[int], settings: Settings,
             match: Optional[bool] = None
             if settings.check:
                 # Also the first (cold) call of each side.
-                match = outputs_match(ours.outputs(), ref.outputs(), case.tolerance)
+                match = outputs_match(ours.outputs(), ref.outputs(), case.tolerance, case.outlier_fraction)
             else:
                 ours.run()
                 ref.run()
