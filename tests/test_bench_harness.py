@@ -185,7 +185,7 @@ def test_fused_case_accounting_and_modes():
     block = next(c for c in CASES if c.name == "bottleneck_layer3/nchw/fwd")
     assert block.flops == 2 * 8 * 14 * 14 * (1024 * 256 + 9 * 256 * 256 + 256 * 1024)
     train = next(c for c in CASES if c.name == "bottleneck_layer3/nchw/fwd+bwd")
-    assert train.flops == 3 * block.flops and train.outlier_fraction > 0
+    assert train.flops == 3 * block.flops and train.rel_l2 > 0
     assert not block.make_ours().training and train.make_ours().training  # eval vs one training step
     group = next(c for c in CASES if c.name == "inception3a_1x1_group/nchw/fwd")
     ours, ref = group.make_ours().eval(), group.make_torch().eval()
@@ -196,13 +196,16 @@ def test_fused_case_accounting_and_modes():
     assert outputs_match(outs[0], outs[1], group.tolerance)
 
 
-def test_outputs_match_outlier_fraction():
-    a, b = torch.zeros(10000), torch.zeros(10000)
-    b[3] = 1.0  # one element flipped (a ReLU rounding across zero)
+def test_outputs_match_relative_l2():
+    a = torch.randn(10000)
+    b = a.clone()
+    b[3] += 1.0  # one element flipped (a ReLU rounding across zero)
     assert not outputs_match([a], [b], (1e-4, 1e-5))
-    assert outputs_match([a], [b], (1e-4, 1e-5), outlier_fraction=1e-4)
-    b[4] = 1.0
-    assert not outputs_match([a], [b], (1e-4, 1e-5), outlier_fraction=1e-4)
+    assert outputs_match([a], [b], (1e-4, 1e-5), rel_l2=1e-2)
+    assert not outputs_match([a], [-b], (1e-4, 1e-5), rel_l2=1e-2)  # a wrong gradient
+    c = a.clone()
+    c[0] = float("nan")
+    assert not outputs_match([c], [a], (1e-4, 1e-5), rel_l2=1e-2)
 
 
 # --- running a (tiny) case end to end with a fake clock -----------------------------

@@ -90,9 +90,11 @@ class Case:
     tolerance: Tuple[float, float] = (1e-4, 1e-5)
     #: ``fwd+bwd``: whether the input needs a gradient (a network's first layer does not).
     input_grad: bool = True
-    #: Fraction of elements allowed outside ``tolerance`` in the sanity check: a training step
-    #: through ReLUs flips a few gradient elements where an activation rounds across zero.
-    outlier_fraction: float = 0.0
+    #: If set, the sanity check compares each output by relative L2 error (``|a - b| / |b|``)
+    #: instead of elementwise: for a training step through BatchNorm and ReLUs, where one
+    #: activation rounding across zero flips a gradient element and the batch-norm backward
+    #: spreads it, amplified by 1 / sigma, over the channel.
+    rel_l2: float = 0.0
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -382,7 +384,10 @@ def block_cases(base: str, family: str, op: str, params: str, shape: Tuple[int, 
                 make_ours=_block_module(ours_cls, 0, train, *args, **kwargs),
                 make_torch=_block_module(torch_cls, 0, train, *args, **kwargs),
                 nbytes=nbytes * (2 if train else 1), flops=flops * (3 if train else 1), metric=metric,
-                tolerance=(1e-3, 1e-3), outlier_fraction=1e-4 if train else 0.0))
+                # Measured on bottleneck_layer3's training step: one ReLU flip left 0.17% of
+                # grad_input off by more than 1e-2 (max 1.1) against float64, at a relative L2
+                # error of ~1e-3; a wrong gradient is off by O(1).
+                tolerance=(1e-3, 1e-3), rel_l2=1e-2 if train else 0.0))
     return cases
 
 

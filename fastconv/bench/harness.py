@@ -319,18 +319,20 @@ def build_runner(case: Case, fn: Callable[..., Any], inputs: Sequence[torch.Tens
 
 
 def outputs_match(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor],
-                  tolerance: Tuple[float, float], outlier_fraction: float = 0.0) -> bool:
-    """True when both output lists agree in shape and value within tolerance, allowing at
-    most ``outlier_fraction`` of each tensor's elements outside it (a ReLU whose input
-    rounds to the other side of zero flips one element of a gradient)."""
+                  tolerance: Tuple[float, float], rel_l2: float = 0.0) -> bool:
+    """True when both output lists agree in shape and value: elementwise within tolerance, or,
+    with ``rel_l2``, each tensor within that relative L2 error (see ``Case.rel_l2``)."""
     if len(a) != len(b):
         return False
     rtol, atol = tolerance
     for x, y in zip(a, b):
         if x.shape != y.shape:
             return False
-        close = torch.isclose(x.float(), y.float(), rtol=rtol, atol=atol)
-        if (~close).sum().item() > outlier_fraction * close.numel():
+        x, y = x.double(), y.double()
+        if rel_l2:
+            if not bool(torch.isfinite(x).all()) or (x - y).norm() > rel_l2 * y.norm():
+                return False
+        elif not torch.allclose(x, y, rtol=rtol, atol=atol):
             return False
     return True
 
@@ -502,7 +504,7 @@ def measure_case(case: Case, threads: Sequence[int], settings: Settings,
             match: Optional[bool] = None
             if settings.check:
                 # Also the first (cold) call of each side.
-                match = outputs_match(ours.outputs(), ref.outputs(), case.tolerance, case.outlier_fraction)
+                match = outputs_match(ours.outputs(), ref.outputs(), case.tolerance, case.rel_l2)
             else:
                 ours.run()
                 ref.run()
