@@ -1,4 +1,5 @@
-// C++ tests of the raw pooling kernel tables (csrc/ops/pool/pool_kernels.h), without torch.
+// C++ tests of the raw pooling and Squeeze-and-Excitation kernel tables (csrc/ops/pool/pool_kernels.h,
+// csrc/ops/se/se_kernels.h), without torch.
 //
 // Every table this CPU can run (avx512 / avx2 / default, from detected_cpu_capability()),
 // float and double, is checked against a naive reference written here from torch's CPU
@@ -18,7 +19,9 @@
 // (inputs read-only) so out-of-bounds reads and writes fault; a fault is caught and reported
 // as a failure of that case. Outputs start filled with a sentinel, so unwritten cells fail.
 //
-// Also checks pooling_output_size (csrc/common/shape.h) against hand-computed values.
+// Also checks pooling_output_size (csrc/common/shape.h) against hand-computed values, and the
+// Squeeze-and-Excitation tables (csrc/ops/se/se_kernels.h) against a double-precision
+// reference of the same formulas, on the same guarded buffers.
 // Prints each failure (the first 40, or all with --all-failures) and a final line
 // "N passed, M failed"; exit code 1 if anything failed.
 #include <setjmp.h>
@@ -42,6 +45,7 @@
 #include "common/cpu_capability.h"
 #include "common/shape.h"
 #include "ops/pool/pool_kernels.h"
+#include "ops/se/se_kernels.h"
 
 namespace {
 
@@ -890,6 +894,234 @@ void test_output_size() {
          detail.str());
 }
 
+
+// ============================================================================ squeeze-excitation
+
+using fastconv::se::SeKernels;
+using fastconv::se::SeParams;
+
+template <class T>
+const SeKernels<T>* se_kernels_for(CpuCapability cap);
+
+template <>
+const SeKernels<float>* se_kernels_for<float>(CpuCapability cap) {
+  switch (cap) {
+    case CpuCapability::AVX512: return fastconv::se::se_kernels_avx512_float();
+    case CpuCapability::AVX2: return fastconv::se::se_kernels_avx2_float();
+    default: return fastconv::se::se_kernels_default_float();
+  }
+}
+
+template <>
+const SeKernels<double>* se_kernels_for<double>(CpuCapability cap) {
+  switch (cap) {
+    case CpuCapability::AVX512: return fastconv::se::se_kernels_avx512_double();
+    case CpuCapability::AVX2: return fastconv::se::se_kernels_avx2_double();
+    default: return fastconv::se::se_kernels_default_double();
+  }
+}
+
+// Filled read-only buffer of n values in [lo, hi).
+template <class T>
+void fill_uniform(GuardedBuffer<T>& b, Rng& rng, double lo, double hi) {
+  for (int64_t i = 0; i < b.size(); ++i) b[i] = static_cast<T>(rng.uniform(lo, hi));
+  b.make_read_only();
+}
+
+template <class T>
+bool close_to(T got, double want, double scale) {
+  const double tol = (std::is_same<T, float>::value ? 2e-5 : 1e-12) * std::max(1.0, scale);
+  return std::fabs(static_cast<double>(got) - want) <= tol || (std::isnan(want) && std::isnan(got));
+}
+
+// Every SE kernel of one table on one shape and layout: outputs against the double reference,
+// inputs read-only behind guard pages, outputs flush against a guard page (Align::End) and
+// pre-filled with a sentinel so a cell left unwritten fails.
+template <class T>
+void test_se(const SeKernels<T>* kt, const char* isa, Layout layout, int64_t n, int64_t c, int64_t hw, int64_t cr) {
+  Rng rng = next_rng();
+  const bool cl = layout == Layout::NHWC;
+  const int64_t numel = n * c * hw;
+  SeParams p;
+  p.batch = n;
+  p.channels = c;
+  p.inner = hw;
+  // index of (n, c, i) in the layout
+  auto at = [&](int64_t b, int64_t ch, int64_t i) { return cl ? (b * hw + i) * c + ch : (b * c + ch) * hw + i; };
+  GuardedBuffer<T> x(numel, Align::End), r(numel, Align::End), g(numel, Align::End), y(numel, Align::End);
+  GuardedBuffer<T> s(n * c, Align::End), t(n * c, Align::End);
+  GuardedBuffer<T> w1(cr * c, Align::End), b1(cr, Align::End), w2(c * cr, Align::End), b2(c, Align::End);
+  fill_uniform(x, rng, -2, 2);
+  fill_uniform(r, rng, -2, 2);
+  fill_uniform(g, rng, -1, 1);
+  fill_uniform(s, rng, -0.5, 1.5);
+  fill_uniform(t, rng, -1, 1);
+  fill_uniform(w1, rng, -0.3, 0.3);
+  fill_uniform(b1, rng, -0.1, 0.1);
+  fill_uniform(w2, rng, -0.3, 0.3);
+  fill_uniform(b2, rng, -0.1, 0.1);
+  std::ostringstream base;
+  base << isa << " " << dtype_name<T>() << " se " << layout_name(layout) << " N=" << n << " C=" << c << " HW=" << hw
+       << " C/r=" << cr;
+  const int64_t units = cl ? n * hw : n * c;
+  const int64_t chunk = 3;  // odd chunks of channels: every tail path of the reductions
+  const int64_t items = n * ((c + chunk - 1) / chunk);
+
+  // scale: y = act(x * s + r), all four variants, plain and streamed stores.
+  for (int variant = 0; variant < 8; ++variant) {
+    const bool relu = variant & 1, res = variant & 2, stream = variant & 4;
+    GuardedBuffer<T> out(numel, Align::End);
+    out.fill(sentinel<T>());
+    const int sig = run_sliced(units, [&](int64_t b, int64_t e) {
+      (cl ? kt->scale_cl : kt->scale_cf)(x.data(), s.data(), res ? r.data() : nullptr, out.data(), relu, stream, p, b, e);
+    });
+    int64_t bad = 0;
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t ch = 0; ch < c; ++ch)
+        for (int64_t i = 0; i < hw; ++i) {
+          double v = double(x[at(b, ch, i)]) * double(s[b * c + ch]) + (res ? double(r[at(b, ch, i)]) : 0.0);
+          if (relu && v < 0) v = 0;
+          bad += !close_to(out[at(b, ch, i)], v, std::fabs(v));
+        }
+    std::ostringstream name;
+    name << base.str() << " scale relu=" << relu << " residual=" << res << " stream=" << stream;
+    record(sig == 0 && bad == 0, name.str(), sig ? "    fault\n" : "    mismatches: " + std::to_string(bad) + "\n");
+  }
+
+  // The forward output that carries the ReLU mask for the gradients.
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t ch = 0; ch < c; ++ch)
+      for (int64_t i = 0; i < hw; ++i) {
+        const double v = double(x[at(b, ch, i)]) * double(s[b * c + ch]) + double(r[at(b, ch, i)]);
+        y[at(b, ch, i)] = static_cast<T>(v > 0 ? v : 0);
+      }
+  y.make_read_only();
+
+  // grad_scale with and without the mask / grad_residual.
+  for (int variant = 0; variant < 4; ++variant) {
+    const bool mask = variant & 1, want_gr = variant & 2;
+    GuardedBuffer<T> gs(n * c, Align::End), gr(numel, Align::End);
+    gs.fill(sentinel<T>());
+    gr.fill(sentinel<T>());
+    const int sig = run_sliced(cl ? items : units, [&](int64_t b, int64_t e) {
+      if (cl)
+        kt->grad_scale_cl(g.data(), x.data(), mask ? y.data() : nullptr, gs.data(), want_gr ? gr.data() : nullptr, p,
+                          chunk, b, e);
+      else
+        kt->grad_scale_cf(g.data(), x.data(), mask ? y.data() : nullptr, gs.data(), want_gr ? gr.data() : nullptr, p, b, e);
+    });
+    int64_t bad = 0;
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t ch = 0; ch < c; ++ch) {
+        double acc = 0, mag = 0;
+        for (int64_t i = 0; i < hw; ++i) {
+          const double m = (!mask || y[at(b, ch, i)] > 0) ? double(g[at(b, ch, i)]) : 0.0;
+          acc += m * double(x[at(b, ch, i)]);
+          mag += std::fabs(m * double(x[at(b, ch, i)]));
+          if (want_gr) bad += !close_to(gr[at(b, ch, i)], m, std::fabs(m));
+        }
+        bad += !close_to(gs[b * c + ch], acc, mag);
+      }
+    std::ostringstream name;
+    name << base.str() << " grad_scale mask=" << mask << " grad_residual=" << want_gr;
+    record(sig == 0 && bad == 0, name.str(), sig ? "    fault\n" : "    mismatches: " + std::to_string(bad) + "\n");
+  }
+
+  // grad_input with and without the mask / shift, plain and streamed.
+  for (int variant = 0; variant < 8; ++variant) {
+    const bool mask = variant & 1, shift = variant & 2, stream = variant & 4;
+    GuardedBuffer<T> gx(numel, Align::End);
+    gx.fill(sentinel<T>());
+    const int sig = run_sliced(units, [&](int64_t b, int64_t e) {
+      (cl ? kt->grad_input_cl : kt->grad_input_cf)(g.data(), mask ? y.data() : nullptr, s.data(),
+                                                   shift ? t.data() : nullptr, gx.data(), stream, p, b, e);
+    });
+    int64_t bad = 0;
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t ch = 0; ch < c; ++ch)
+        for (int64_t i = 0; i < hw; ++i) {
+          const double m = (!mask || y[at(b, ch, i)] > 0) ? double(g[at(b, ch, i)]) : 0.0;
+          const double v = m * double(s[b * c + ch]) + (shift ? double(t[b * c + ch]) : 0.0);
+          bad += !close_to(gx[at(b, ch, i)], v, std::fabs(v));
+        }
+    std::ostringstream name;
+    name << base.str() << " grad_input mask=" << mask << " shift=" << shift << " stream=" << stream;
+    record(sig == 0 && bad == 0, name.str(), sig ? "    fault\n" : "    mismatches: " + std::to_string(bad) + "\n");
+  }
+
+  // squeeze + excite + excite_backward: the block's small-vector path.
+  {
+    GuardedBuffer<T> pooled(n * c, Align::End), hidden(n * cr, Align::End), scale(n * c, Align::End);
+    GuardedBuffer<T> dz1(n * cr, Align::End), dz2(n * c, Align::End), shift(n * c, Align::End);
+    for (auto* b : {&pooled, &hidden, &scale, &dz1, &dz2, &shift}) b->fill(sentinel<T>());
+    const int sig = run_guarded([&] {
+      if (cl) {
+        for (int64_t i = 2; i >= 0; --i) kt->squeeze_cl(x.data(), pooled.data(), p, chunk, items * i / 3, items * (i + 1) / 3);
+      } else {
+        for (int64_t i = 2; i >= 0; --i) kt->squeeze_cf(x.data(), pooled.data(), p, n * c * i / 3, n * c * (i + 1) / 3);
+      }
+      kt->excite(pooled.data(), w1.data(), b1.data(), w2.data(), b2.data(), hidden.data(), scale.data(), p, cr, 0, n);
+      // s(1 - s) and the ReLU mask come from the kernel's own excitation; g's sums play grad_s.
+      kt->excite_backward(t.data(), w1.data(), w2.data(), hidden.data(), scale.data(), dz1.data(), dz2.data(),
+                          shift.data(), p, cr, 0, n);
+    });
+    int64_t bad = 0;
+    for (int64_t b = 0; b < n; ++b) {
+      std::vector<double> pr(c), h(cr), sc(c), d2(c), d1(cr, 0.0), sh(c, 0.0);
+      for (int64_t ch = 0; ch < c; ++ch) {
+        double acc = 0;
+        for (int64_t i = 0; i < hw; ++i) acc += double(x[at(b, ch, i)]);
+        pr[ch] = acc / double(hw);
+        bad += !close_to(pooled[b * c + ch], pr[ch], 2.0);
+      }
+      for (int64_t j = 0; j < cr; ++j) {
+        double z = double(b1[j]);
+        for (int64_t ch = 0; ch < c; ++ch) z += double(w1[j * c + ch]) * pr[ch];
+        h[j] = z > 0 ? z : 0;
+        bad += !close_to(hidden[b * cr + j], h[j], 1.0);
+      }
+      for (int64_t ch = 0; ch < c; ++ch) {
+        double z = double(b2[ch]);
+        for (int64_t j = 0; j < cr; ++j) z += double(w2[ch * cr + j]) * h[j];
+        sc[ch] = 1.0 / (1.0 + std::exp(-z));
+        bad += !close_to(scale[b * c + ch], sc[ch], 1.0);
+        // the kernel's own s feeds the backward (a float s differs from the double one)
+        const double s_k = double(scale[b * c + ch]);
+        d2[ch] = double(t[b * c + ch]) * s_k * (1 - s_k);
+        bad += !close_to(dz2[b * c + ch], d2[ch], 1.0);
+      }
+      for (int64_t j = 0; j < cr; ++j) {
+        for (int64_t ch = 0; ch < c; ++ch) d1[j] += d2[ch] * double(w2[ch * cr + j]);
+        if (!(double(hidden[b * cr + j]) > 0)) d1[j] = 0;
+        bad += !close_to(dz1[b * cr + j], d1[j], 1.0);
+      }
+      for (int64_t ch = 0; ch < c; ++ch) {
+        for (int64_t j = 0; j < cr; ++j) sh[ch] += d1[j] * double(w1[j * c + ch]);
+        sh[ch] /= double(hw);
+        bad += !close_to(shift[b * c + ch], sh[ch], 1.0);
+      }
+    }
+    record(sig == 0 && bad == 0, base.str() + " squeeze / excite / excite_backward",
+           sig ? "    fault\n" : "    mismatches: " + std::to_string(bad) + "\n");
+  }
+}
+
+template <class T>
+void run_se_tests(CpuCapability cap) {
+  const char* isa = fastconv::cpu_capability_name(cap);
+  const SeKernels<T>* kt = se_kernels_for<T>(cap);
+  const int passed0 = g_passed, failed0 = g_failed;
+  struct SeShape { int64_t n, c, hw, cr; };
+  // Channel counts around the vector widths (8, 16) and the 128-channel chunks; 1x1 maps
+  // (one element per plane) and odd plane sizes.
+  const SeShape shapes[] = {{1, 1, 1, 1}, {2, 3, 5, 1}, {3, 17, 13, 4}, {2, 40, 7, 5}, {1, 130, 9, 8}, {2, 16, 49, 2}};
+  for (Layout layout : {Layout::NCHW, Layout::NHWC})
+    for (const SeShape& sh : shapes) test_se<T>(kt, isa, layout, sh.n, sh.c, sh.hw, sh.cr);
+  std::printf("%-7s %-6s : %5d passed, %d failed (squeeze-excitation)\n", isa, dtype_name<T>(), g_passed - passed0,
+              g_failed - failed0);
+  std::fflush(stdout);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -915,6 +1147,8 @@ int main(int argc, char** argv) {
     }
     run_table_tests<float>(cap);
     run_table_tests<double>(cap);
+    run_se_tests<float>(cap);
+    run_se_tests<double>(cap);
   }
 
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
