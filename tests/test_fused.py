@@ -217,3 +217,16 @@ def test_conv1x1_group_is_one_gemm_with_the_branches_results():
 def test_fused_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_blocks_export(strict):
+    for m, x in [(fastconv.nn.SqueezeExcitation(32, 8).eval(), torch.randn(2, 32, 6, 6)),
+                 (Bottleneck(16, 4, 2).eval(), torch.randn(2, 16, 8, 8)),
+                 (ConvBNReLU(8, 6, 3, padding=1).eval(), torch.randn(2, 8, 6, 6))]:
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                _randomize_bn(mod)
+        ep = torch.export.export(m, (x,), strict=strict)
+        with torch.no_grad():
+            torch.testing.assert_close(ep.module()(x), m(x), rtol=1e-5, atol=1e-5)
