@@ -39,6 +39,18 @@ def _all_grads(module, x, out, seed=3):
     return torch.autograd.grad(out, [x] + params, g)
 
 
+def _assert_matches_twin(m, twin, x):
+    """Output, input and every parameter gradient (grad recorded), then the output again with
+    no grad recorded (the fused eval path)."""
+    x = x.requires_grad_(True)
+    y, y_ref = m(x), twin(x)
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4)
+    for a, b in zip(_all_grads(m, x, y), _all_grads(twin, x, y_ref)):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), twin(x), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("kernel,stride,padding,groups,bias,relu", [
     (1, 1, 0, 1, False, True), (1, 2, 0, 1, True, False), (3, 1, 1, 1, False, True), (3, 2, 1, 2, False, True),
     (5, 1, 2, 1, True, True), (7, 2, 3, 1, False, True)])
@@ -53,13 +65,7 @@ def test_conv_bn_relu_matches_torch_train_and_eval(kernel, stride, padding, grou
         m.train(mode == "train")
         twin.train(mode == "train")
         for step in range(2):
-            x = torch.randn(3, 8, 11, 10).contiguous(memory_format=fmt).requires_grad_(True)
-            y, y_ref = m(x), twin(x)
-            torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4)
-            for a, b in zip(_all_grads(m, x, y), _all_grads(twin, x, y_ref)):
-                torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
-            with torch.no_grad():
-                torch.testing.assert_close(m(x), twin(x), rtol=1e-4, atol=1e-4)
+            _assert_matches_twin(m, twin, torch.randn(3, 8, 11, 10).contiguous(memory_format=fmt))
         for k, v in holder.bn.state_dict().items():
             torch.testing.assert_close(m.bn.state_dict()[k], v)
 
@@ -154,13 +160,7 @@ def test_bottleneck_matches_torch_twin(inplanes, planes, stride, layout):
     for mode in (True, False):
         m.train(mode)
         twin.train(mode)
-        x = torch.randn(2, inplanes, 9, 9).contiguous(memory_format=fmt).requires_grad_(True)
-        y, y_ref = m(x), twin(x)
-        torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4)
-        for a, b in zip(_all_grads(m, x, y), _all_grads(twin, x, y_ref)):
-            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
-        with torch.no_grad():
-            torch.testing.assert_close(m(x), twin(x), rtol=1e-4, atol=1e-4)
+        _assert_matches_twin(m, twin, torch.randn(2, inplanes, 9, 9).contiguous(memory_format=fmt))
     for (k, a), b in zip(m.state_dict().items(), twin.state_dict().values()):
         torch.testing.assert_close(a, b, msg=k)
 

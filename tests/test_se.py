@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fastconv
+from fastconv.bench.twins import TorchSqueezeExcitation
 from reference import assert_same_result, squeeze_excitation_ref, to_layout
 
 LAYOUTS = ["nchw", "channels_last", "strided"]
@@ -125,14 +126,12 @@ def test_se_opcheck(fmt):
 def test_se_module_matches_torch_twin_and_compiles():
     torch._dynamo.reset()
     m = fastconv.nn.SqueezeExcitation(32, reduction=8)
-    fc1, fc2 = torch.nn.Conv2d(32, 4, 1), torch.nn.Conv2d(4, 32, 1)
-    twin = torch.nn.ModuleDict({"fc1": fc1, "fc2": fc2})
+    twin = TorchSqueezeExcitation(32, reduction=8)
     assert list(m.state_dict().keys()) == list(twin.state_dict().keys())
     twin.load_state_dict(m.state_dict(), strict=True)
 
     def twin_fn(x, identity=None):
-        y = x * torch.sigmoid(fc2(torch.relu(fc1(x.mean((2, 3), keepdim=True)))))
-        return y if identity is None else torch.relu(y + identity)
+        return twin(x) if identity is None else torch.relu(twin(x) + identity)
 
     x = torch.randn(2, 32, 5, 6, requires_grad=True)
     idt = torch.randn(2, 32, 5, 6, requires_grad=True)

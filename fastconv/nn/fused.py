@@ -75,12 +75,13 @@ class _FoldCache:
         return {"key": None, "value": None}
 
 
-def _records_grad(input, modules) -> bool:
+def _records_grad(tensors, modules) -> bool:
+    """Whether autograd would record a call on these tensors (None allowed) and modules."""
     if not torch.is_grad_enabled():
         return False
-    if input.requires_grad:
+    if any(t is not None and t.requires_grad for t in tensors):
         return True
-    return any(p.requires_grad for m in modules for p in m.parameters())
+    return any(p.requires_grad for m in modules if m is not None for p in m.parameters())
 
 
 def _conv_input(conv, input):
@@ -102,8 +103,7 @@ def conv_bn_act(input: torch.Tensor, conv: torch.nn.Conv2d, bn, relu: bool, cach
     module docstring). bn may be None (conv only)."""
     x, padding = _conv_input(conv, input)
     if bn is None or _foldable(bn):
-        if cache is not None and not _records_grad(input, (conv, bn) if bn is not None else (conv,)) and (
-                residual is None or not (torch.is_grad_enabled() and residual.requires_grad)):
+        if cache is not None and not _records_grad((input, residual), (conv, bn)):
             w, b = cache.get([(conv, bn)], lambda: fold_conv_bn(conv, bn))
             return ops.conv2d_fused(x, w, b, residual=residual, relu=relu, stride=conv.stride,
                                     padding=padding, dilation=conv.dilation, groups=conv.groups)
@@ -266,7 +266,7 @@ class Conv1x1Group:
     def __call__(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         _check_4d("Conv1x1Group", x)
         branches = self.branches
-        if any(b.training or not _foldable(b.bn) for b in branches) or _records_grad(x, branches):
+        if any(b.training or not _foldable(b.bn) for b in branches) or _records_grad((x,), branches):
             return tuple(b(x) for b in branches)
         w, bias = self._fold.get([(b.conv, b.bn) for b in branches], self._fold_all)
         y = ops.conv2d_fused(x, w, bias, relu=branches[0].relu)

@@ -89,7 +89,6 @@ def _grad_input_fake(grad_output, scale, shift, output):
 
 def _scale_setup(ctx, inputs, output):
     input, scale, residual, relu = inputs
-    ctx.relu = relu
     ctx.has_residual = residual is not None
     ctx.save_for_backward(input, scale, output if relu else None)
 
@@ -116,7 +115,7 @@ for _name in ("channel_scale_grad_scale", "channel_scale_grad_input"):
     torch.library.register_autograd(f"fastconv::{_name}", unsupported_backward(_NO_DOUBLE), setup_context=no_setup)
 
 
-def _as_nc(op, scale, input):
+def _as_nc(scale):
     """Accept ``(N, C)`` or ``(N, C, 1, 1)`` (what a 1x1-conv excitation returns)."""
     if scale.dim() == 4 and scale.shape[2:] == (1, 1):
         return scale.flatten(1)
@@ -134,7 +133,7 @@ def channel_scale(input: torch.Tensor, scale: torch.Tensor, residual: Optional[t
     check_tensor(input, "channel_scale")
     check_tensor(scale, "channel_scale", "scale")
     _check_input("channel_scale", input)
-    scale = _as_nc("channel_scale", scale, input)
+    scale = _as_nc(scale)
     _check_per_channel("channel_scale", "scale", scale, input)
     if residual is not None:
         check_tensor(residual, "channel_scale", "residual")
@@ -178,11 +177,12 @@ def _se_backward_fake(grad_output, input, fc1_weight, fc2_weight, hidden, scale,
     return gi, gr, input.new_empty((n, fc1_weight.shape[0])), input.new_empty((n, c))
 
 
-def _se_save(ctx, inputs, output):
+def _se_setup(ctx, inputs, output):
     input, w1, b1, w2, b2, residual = inputs
     out, pooled, hidden, scale = output
     ctx.has_residual = residual is not None
     ctx.save_for_backward(input, w1, w2, pooled, hidden, scale, out if residual is not None else None)
+    ctx.mark_non_differentiable(pooled, hidden, scale)
 
 
 def _se_grads(ctx, grad_output):
@@ -202,11 +202,6 @@ def _se_grads(ctx, grad_output):
             dz2.t() @ hidden if need[3] else None,
             dz2.sum(0) if need[4] else None,
             gr if need_r else None)
-
-
-def _se_setup(ctx, inputs, output):
-    _se_save(ctx, inputs, output)
-    ctx.mark_non_differentiable(*output[1:])
 
 
 def _se_backward(ctx, grad_output, *unused):
@@ -230,8 +225,7 @@ class SqueezeExcitationFunction(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _se_save(ctx, inputs, output)
-        ctx.mark_non_differentiable(*output[1:])
+        _se_setup(ctx, inputs, output)
 
     @staticmethod
     @torch.autograd.function.once_differentiable

@@ -90,6 +90,25 @@ bool streams(const at::Tensor& y) { return y.nbytes() >= (size_t(16) << 20); }
 // A plane or pixel row is a few KB; give each task ~32K elements.
 int64_t grain(int64_t per_unit) { return std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, per_unit)); }
 
+// An elementwise pass over images [n0, n1): f(begin, end) on planes (cf) or pixel rows (cl).
+template <class F>
+void elementwise(const SeParams& p, bool cl, int64_t n0, int64_t n1, const F& f) {
+  const int64_t per_image = cl ? p.inner : p.channels;
+  at::parallel_for(n0 * per_image, n1 * per_image, grain(cl ? p.channels : p.inner), f);
+}
+
+// A per-channel reduction over images [n0, n1): f(begin, end) on planes (cf) or on
+// (image, chunk of `chunk` channels) items (cl).
+template <class F>
+void reduction(const SeParams& p, bool cl, int64_t chunk, int64_t n0, int64_t n1, const F& f) {
+  if (cl) {
+    const int64_t chunks = (p.channels + chunk - 1) / chunk;
+    at::parallel_for(n0 * chunks, n1 * chunks, 1, f);
+  } else {
+    at::parallel_for(n0 * p.channels, n1 * p.channels, grain(p.inner), f);
+  }
+}
+
 at::Tensor channel_scale_cpu(const at::Tensor& input, const at::Tensor& scale,
                              const std::optional<at::Tensor>& residual_opt, bool relu) {
   const char* op = "channel_scale";
@@ -117,13 +136,8 @@ at::Tensor channel_scale_cpu(const at::Tensor& input, const at::Tensor& scale,
     const scalar_t* ss = s.const_data_ptr<scalar_t>();
     const scalar_t* rs = r.defined() ? r.const_data_ptr<scalar_t>() : nullptr;
     scalar_t* ys = y.mutable_data_ptr<scalar_t>();
-    if (cl) {
-      at::parallel_for(0, p.batch * p.inner, grain(p.channels),
-                       [&](int64_t b, int64_t e) { kt->scale_cl(xs, ss, rs, ys, relu, stream, p, b, e); });
-    } else {
-      at::parallel_for(0, p.batch * p.channels, grain(p.inner),
-                       [&](int64_t b, int64_t e) { kt->scale_cf(xs, ss, rs, ys, relu, stream, p, b, e); });
-    }
+    const auto scale_fn = cl ? kt->scale_cl : kt->scale_cf;
+    elementwise(p, cl, 0, p.batch, [&](int64_t b, int64_t e) { scale_fn(xs, ss, rs, ys, relu, stream, p, b, e); });
   });
   return y;
 }
@@ -164,15 +178,10 @@ std::tuple<at::Tensor, at::Tensor> channel_scale_grad_scale_cpu(const at::Tensor
     const scalar_t* yp = y.defined() ? y.const_data_ptr<scalar_t>() : nullptr;
     scalar_t* gsp = gs.mutable_data_ptr<scalar_t>();
     scalar_t* grp = write_gr ? gr.mutable_data_ptr<scalar_t>() : nullptr;
-    if (cl) {
-      const int64_t chunk = kChunk;
-      const int64_t chunks = (p.channels + chunk - 1) / chunk;
-      at::parallel_for(0, p.batch * chunks, 1,
-                       [&](int64_t b, int64_t e) { kt->grad_scale_cl(gp, xp, yp, gsp, grp, p, chunk, b, e); });
-    } else {
-      at::parallel_for(0, p.batch * p.channels, grain(p.inner),
-                       [&](int64_t b, int64_t e) { kt->grad_scale_cf(gp, xp, yp, gsp, grp, p, b, e); });
-    }
+    reduction(p, cl, kChunk, 0, p.batch, [&](int64_t b, int64_t e) {
+      if (cl) kt->grad_scale_cl(gp, xp, yp, gsp, grp, p, kChunk, b, e);
+      else kt->grad_scale_cf(gp, xp, yp, gsp, grp, p, b, e);
+    });
   });
   return {gs, gr};
 }
@@ -206,6 +215,7 @@ at::Tensor channel_scale_grad_input_cpu(const at::Tensor& grad_output, const at:
   const at::Tensor t = shift.defined() ? shift.contiguous() : shift;
   at::Tensor gx = at::empty(grad_output.sizes(), grad_output.options().memory_format(fmt));
   if (gx.numel() == 0) return gx;
+  const bool stream = streams(gx);
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "channel_scale_grad_input_cpu", [&] {
     const auto* kt = select_kernels<scalar_t>();
     const scalar_t* gp = g.const_data_ptr<scalar_t>();
@@ -213,13 +223,8 @@ at::Tensor channel_scale_grad_input_cpu(const at::Tensor& grad_output, const at:
     const scalar_t* sp = s.const_data_ptr<scalar_t>();
     const scalar_t* tp = t.defined() ? t.const_data_ptr<scalar_t>() : nullptr;
     scalar_t* gxp = gx.mutable_data_ptr<scalar_t>();
-    if (cl) {
-      at::parallel_for(0, p.batch * p.inner, grain(p.channels),
-                       [&](int64_t b, int64_t e) { kt->grad_input_cl(gp, yp, sp, tp, gxp, streams(gx), p, b, e); });
-    } else {
-      at::parallel_for(0, p.batch * p.channels, grain(p.inner),
-                       [&](int64_t b, int64_t e) { kt->grad_input_cf(gp, yp, sp, tp, gxp, streams(gx), p, b, e); });
-    }
+    const auto grad_input_fn = cl ? kt->grad_input_cl : kt->grad_input_cf;
+    elementwise(p, cl, 0, p.batch, [&](int64_t b, int64_t e) { grad_input_fn(gp, yp, sp, tp, gxp, stream, p, b, e); });
   });
   return gx;
 }
@@ -251,17 +256,26 @@ std::optional<at::Tensor> opt_float(const at::Tensor& t) {
   return t.defined() ? std::optional<at::Tensor>(t.to(at::kFloat)) : std::nullopt;
 }
 
-// Runs body(n) for every image: one image per task when there are enough images, so an
-// image's second pass finds it in cache; else body_all() runs the phases over the whole batch
-// with the parallelism inside each phase. Both orders give bitwise the same result.
-template <class PerImage, class Phases>
-void over_images(int64_t batch, PerImage&& per_image, Phases&& phases) {
-  if (batch >= at::get_num_threads()) {
-    at::parallel_for(0, batch, 1, [&](int64_t b, int64_t e) {
-      for (int64_t n = b; n < e; ++n) per_image(n);
+// One image per task when there are at least as many images as threads, so an image's second
+// pass finds it in cache; else the phases run over the whole batch, the threads inside each.
+bool image_by_image(const SeParams& p) { return p.batch >= at::get_num_threads(); }
+
+// Channels per channels-last reduction item: image by image one item spans all channels (one
+// pass over the image's rows), else kChunk channels give the threads work. The sums are the
+// same either way.
+int64_t reduction_chunk(const SeParams& p) { return image_by_image(p) ? std::max<int64_t>(p.channels, 1) : kChunk; }
+
+// Runs phases(n, n + 1) for each image, one image per task, or phases(0, N) once (see
+// image_by_image). Inside a parallel region at::parallel_for runs inline, so the phases may
+// split their own work either way. Both orders give bitwise the same result.
+template <class Phases>
+void over_images(const SeParams& p, const Phases& phases) {
+  if (image_by_image(p)) {
+    at::parallel_for(0, p.batch, 1, [&](int64_t b, int64_t e) {
+      for (int64_t n = b; n < e; ++n) phases(n, n + 1);
     });
   } else {
-    phases();
+    phases(0, p.batch);
   }
 }
 
@@ -309,43 +323,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> se_block_cpu(
     scalar_t* hp = hidden.mutable_data_ptr<scalar_t>();
     scalar_t* sp = scale.mutable_data_ptr<scalar_t>();
     const bool stream = streams(y);
-    // Per image, one item spans all channels (one pass over the image's rows); phase by phase,
-    // chunks of kChunk channels give the threads work. The sums are the same either way.
-    int64_t chunk = kChunk;
-    auto squeeze = [&](int64_t n0, int64_t n1) {
-      const int64_t chunks = (p.channels + chunk - 1) / chunk;
-      if (cl) {
-        at::parallel_for(n0 * chunks, n1 * chunks, 1,
-                         [&](int64_t b, int64_t e) { kt->squeeze_cl(xp, pp, p, chunk, b, e); });
-      } else {
-        at::parallel_for(n0 * p.channels, n1 * p.channels, grain(p.inner),
-                         [&](int64_t b, int64_t e) { kt->squeeze_cf(xp, pp, p, b, e); });
-      }
-    };
-    auto apply = [&](int64_t n0, int64_t n1) {
-      if (cl) {
-        at::parallel_for(n0 * p.inner, n1 * p.inner, grain(p.channels),
-                         [&](int64_t b, int64_t e) { kt->scale_cl(xp, sp, rp, yp, relu, stream, p, b, e); });
-      } else {
-        at::parallel_for(n0 * p.channels, n1 * p.channels, grain(p.inner),
-                         [&](int64_t b, int64_t e) { kt->scale_cf(xp, sp, rp, yp, relu, stream, p, b, e); });
-      }
-    };
-    // Inside a parallel region at::parallel_for runs inline, so the per-image path reuses the
-    // phase lambdas on one image.
-    if (p.batch >= at::get_num_threads()) chunk = p.channels;
-    over_images(
-        p.batch,
-        [&](int64_t n) {
-          squeeze(n, n + 1);
-          kt->excite(pp, w1p, b1p, w2p, b2p, hp, sp, p, cr, n, n + 1);
-          apply(n, n + 1);
-        },
-        [&] {
-          squeeze(0, p.batch);
-          kt->excite(pp, w1p, b1p, w2p, b2p, hp, sp, p, cr, 0, p.batch);
-          apply(0, p.batch);
-        });
+    const int64_t chunk = reduction_chunk(p);
+    const auto scale_fn = cl ? kt->scale_cl : kt->scale_cf;
+    over_images(p, [&](int64_t n0, int64_t n1) {
+      reduction(p, cl, chunk, n0, n1, [&](int64_t b, int64_t e) {
+        if (cl) kt->squeeze_cl(xp, pp, p, chunk, b, e);
+        else kt->squeeze_cf(xp, pp, p, b, e);
+      });
+      kt->excite(pp, w1p, b1p, w2p, b2p, hp, sp, p, cr, n0, n1);
+      elementwise(p, cl, n0, n1, [&](int64_t b, int64_t e) { scale_fn(xp, sp, rp, yp, relu, stream, p, b, e); });
+    });
   });
   return {y, pooled, hidden, scale};
 }
@@ -403,40 +390,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> se_block_backward_cpu
     scalar_t* tp = shift.mutable_data_ptr<scalar_t>();
     scalar_t* d1p = dz1.mutable_data_ptr<scalar_t>();
     scalar_t* d2p = dz2.mutable_data_ptr<scalar_t>();
-    const int64_t chunk = p.batch >= at::get_num_threads() ? p.channels : kChunk;  // as in se_block_cpu
+    const int64_t chunk = reduction_chunk(p);
     const bool stream = want_gi && streams(gi);
-    auto grad_scale = [&](int64_t n0, int64_t n1) {
-      const int64_t chunks = (p.channels + chunk - 1) / chunk;
-      if (cl) {
-        at::parallel_for(n0 * chunks, n1 * chunks, 1,
-                         [&](int64_t b, int64_t e) { kt->grad_scale_cl(gp, xp, yp, gsp, grp, p, chunk, b, e); });
-      } else {
-        at::parallel_for(n0 * p.channels, n1 * p.channels, grain(p.inner),
-                         [&](int64_t b, int64_t e) { kt->grad_scale_cf(gp, xp, yp, gsp, grp, p, b, e); });
-      }
-    };
-    auto grad_input = [&](int64_t n0, int64_t n1) {
-      if (!want_gi) return;
-      if (cl) {
-        at::parallel_for(n0 * p.inner, n1 * p.inner, grain(p.channels),
-                         [&](int64_t b, int64_t e) { kt->grad_input_cl(gp, yp, sp, tp, gip, stream, p, b, e); });
-      } else {
-        at::parallel_for(n0 * p.channels, n1 * p.channels, grain(p.inner),
-                         [&](int64_t b, int64_t e) { kt->grad_input_cf(gp, yp, sp, tp, gip, stream, p, b, e); });
-      }
-    };
-    over_images(
-        p.batch,
-        [&](int64_t n) {
-          grad_scale(n, n + 1);
-          kt->excite_backward(gsp, w1p, w2p, hp, sp, d1p, d2p, tp, p, cr, n, n + 1);
-          grad_input(n, n + 1);
-        },
-        [&] {
-          grad_scale(0, p.batch);
-          kt->excite_backward(gsp, w1p, w2p, hp, sp, d1p, d2p, tp, p, cr, 0, p.batch);
-          grad_input(0, p.batch);
-        });
+    const auto grad_input_fn = cl ? kt->grad_input_cl : kt->grad_input_cf;
+    over_images(p, [&](int64_t n0, int64_t n1) {
+      reduction(p, cl, chunk, n0, n1, [&](int64_t b, int64_t e) {
+        if (cl) kt->grad_scale_cl(gp, xp, yp, gsp, grp, p, chunk, b, e);
+        else kt->grad_scale_cf(gp, xp, yp, gsp, grp, p, b, e);
+      });
+      kt->excite_backward(gsp, w1p, w2p, hp, sp, d1p, d2p, tp, p, cr, n0, n1);
+      if (want_gi)
+        elementwise(p, cl, n0, n1, [&](int64_t b, int64_t e) { grad_input_fn(gp, yp, sp, tp, gip, stream, p, b, e); });
+    });
   });
   return {gi, gr, dz1, dz2};
 }

@@ -26,6 +26,51 @@ FASTCONV_ALWAYS_INLINE typename S::V masked_grad(typename S::V g, typename S::V 
   return S::blend(S::mor(S::gt(y, S::zero()), S::is_nan(y)), S::zero(), g);
 }
 
+// Lanes of the vector at j in a run of n: a full vector, or the tail.
+template <class S>
+FASTCONV_ALWAYS_INLINE int lanes(int64_t n, int64_t j) {
+  return n - j < S::W ? static_cast<int>(n - j) : S::W;
+}
+
+// Sum over one plane of n elements: acc = step(acc, j, w) folds in the w lanes at j. Two
+// accumulators, so a plane that sits in cache is not bound by the add / FMA latency chain.
+template <class S, class T, class Step>
+FASTCONV_ALWAYS_INLINE T plane_sum(int64_t n, const Step& step) {
+  typename S::V a0 = S::zero(), a1 = S::zero();
+  int64_t j = 0;
+  for (; j + 2 * S::W <= n; j += 2 * S::W) {
+    a0 = step(a0, j, S::W);
+    a1 = step(a1, j + S::W, S::W);
+  }
+  for (; j < n; j += S::W) a0 = step(a0, j, lanes<S>(n, j));
+  return S::reduce_add(S::add(a0, a1));
+}
+
+// Channels-last per-channel sums. Work item = (image n, chunk of channels): the chunk's sums
+// stay in L1 while the image's pixel rows stream by, folded in pixel by pixel (a fixed order,
+// so the result does not depend on how items are split). step(acc, o, w) folds in the w lanes
+// at element offset o; finish(sums, nc) runs on each chunk's sums at the end.
+template <class S, class T, class Step, class Finish>
+FASTCONV_ALWAYS_INLINE void chunk_sums(const SeParams& p, int64_t chunk, int64_t begin, int64_t end, T* sums,
+                                       const Step& step, const Finish& finish) {
+  const int64_t chunks = (p.channels + chunk - 1) / chunk;
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t n = item / chunks;
+    const int64_t c0 = (item % chunks) * chunk;
+    const int64_t nc = p.channels - c0 < chunk ? p.channels - c0 : chunk;
+    T* out = sums + n * p.channels + c0;
+    for (int64_t j = 0; j < nc; j += S::W) S::store_n(out + j, S::zero(), lanes<S>(nc, j));
+    for (int64_t i = 0; i < p.inner; ++i) {
+      const int64_t o = (n * p.inner + i) * p.channels + c0;
+      for (int64_t j = 0; j < nc; j += S::W) {
+        const int w = lanes<S>(nc, j);
+        S::store_n(out + j, step(S::load_n(out + j, w), o + j, w), w);
+      }
+    }
+    finish(out, nc);
+  }
+}
+
 // y[0, n) = act(x * s + r) with s one value (cf) or a row of values (cl). STREAM: non-temporal
 // stores, for outputs far larger than the cache (no read-for-ownership of every written line).
 template <class S, class T, bool RELU, bool RES, bool ROW, bool STREAM>
@@ -33,7 +78,7 @@ FASTCONV_ALWAYS_INLINE void scale_run(const T* x, const T* s, const T* r, T* y, 
   using V = typename S::V;
   const V s1 = S::set1(ROW ? T(0) : s[0]);
   for (int64_t j = 0; j < n; j += S::W) {
-    const int w = n - j < S::W ? static_cast<int>(n - j) : S::W;
+    const int w = lanes<S>(n, j);
     V v = S::mul(S::load_n(x + j, w), ROW ? S::load_n(s + j, w) : s1);
     if (RES) v = S::add(v, S::load_n(r + j, w));
     if (RELU) v = relu_keep_nan<S>(v);
@@ -101,73 +146,40 @@ void scale_cl(const T* x, const T* s, const T* r, T* y, bool relu, bool stream, 
   dispatch_flags<T, ScaleCl>(relu, r != nullptr, stream, x, s, r, y, p, b, e);
 }
 
-// One plane: returns sum g * m * x, writes grad_r = g * m. Two accumulators so a plane that
-// sits in cache is not bound by the FMA latency chain.
+// g * m for the w lanes at offset o, also written to grad_r when asked.
 template <class S, class T, bool MASK, bool GR>
-FASTCONV_ALWAYS_INLINE T grad_scale_plane(const T* g, const T* x, const T* y, T* gr, int64_t n) {
-  using V = typename S::V;
-  V a0 = S::zero(), a1 = S::zero();
-  int64_t j = 0;
-  for (; j + 2 * S::W <= n; j += 2 * S::W) {
-    V g0 = S::load(g + j), g1 = S::load(g + j + S::W);
-    if (MASK) {
-      g0 = masked_grad<S>(g0, S::load(y + j));
-      g1 = masked_grad<S>(g1, S::load(y + j + S::W));
-    }
-    if (GR) {
-      S::store(gr + j, g0);
-      S::store(gr + j + S::W, g1);
-    }
-    a0 = S::fma(g0, S::load(x + j), a0);
-    a1 = S::fma(g1, S::load(x + j + S::W), a1);
-  }
-  for (; j < n; j += S::W) {
-    const int w = n - j < S::W ? static_cast<int>(n - j) : S::W;
-    V g0 = S::load_n(g + j, w);
-    if (MASK) g0 = masked_grad<S>(g0, S::load_n(y + j, w));
-    if (GR) S::store_n(gr + j, g0, w);
-    a0 = S::fma(g0, S::load_n(x + j, w), a0);
-  }
-  return S::reduce_add(S::add(a0, a1));
+FASTCONV_ALWAYS_INLINE typename S::V grad_times_mask(const T* g, const T* y, T* gr, int64_t o, int w) {
+  typename S::V gv = S::load_n(g + o, w);
+  if (MASK) gv = masked_grad<S>(gv, S::load_n(y + o, w));
+  if (GR) S::store_n(gr + o, gv, w);
+  return gv;
 }
 
+// grad_s[plane] = sum g * m * x, grad_r = g * m.
 template <class T, bool MASK, bool GR>
 void grad_scale_cf_t(const T* g, const T* x, const T* y, T* gs, T* gr, const SeParams& p, int64_t begin,
                      int64_t end) {
   using S = typename SimdFor<T>::type;
+  using V = typename S::V;
   for (int64_t q = begin; q < end; ++q) {
-    const int64_t o = q * p.inner;
-    gs[q] = grad_scale_plane<S, T, MASK, GR>(g + o, x + o, MASK ? y + o : nullptr, GR ? gr + o : nullptr,
-                                             p.inner);
+    const int64_t base = q * p.inner;
+    gs[q] = plane_sum<S, T>(p.inner, [&](V acc, int64_t j, int w) {
+      return S::fma(grad_times_mask<S, T, MASK, GR>(g, y, gr, base + j, w), S::load_n(x + base + j, w), acc);
+    });
   }
 }
 
-// Work item = (image n, chunk of channels): the chunk's sums stay in registers / L1 while the
-// image's pixel rows stream by, and the order of additions (pixel by pixel) is fixed, so the
-// result does not depend on the thread count.
 template <class T, bool MASK, bool GR>
 void grad_scale_cl_t(const T* g, const T* x, const T* y, T* gs, T* gr, const SeParams& p, int64_t chunk,
                      int64_t begin, int64_t end) {
   using S = typename SimdFor<T>::type;
   using V = typename S::V;
-  const int64_t chunks = (p.channels + chunk - 1) / chunk;
-  for (int64_t item = begin; item < end; ++item) {
-    const int64_t n = item / chunks;
-    const int64_t c0 = (item % chunks) * chunk;
-    const int64_t nc = p.channels - c0 < chunk ? p.channels - c0 : chunk;
-    T* out = gs + n * p.channels + c0;
-    for (int64_t j = 0; j < nc; j += S::W) S::store_n(out + j, S::zero(), nc - j < S::W ? int(nc - j) : S::W);
-    for (int64_t i = 0; i < p.inner; ++i) {
-      const int64_t o = (n * p.inner + i) * p.channels + c0;
-      for (int64_t j = 0; j < nc; j += S::W) {
-        const int w = nc - j < S::W ? static_cast<int>(nc - j) : S::W;
-        V gv = S::load_n(g + o + j, w);
-        if (MASK) gv = masked_grad<S>(gv, S::load_n(y + o + j, w));
-        if (GR) S::store_n(gr + o + j, gv, w);
-        S::store_n(out + j, S::fma(gv, S::load_n(x + o + j, w), S::load_n(out + j, w)), w);
-      }
-    }
-  }
+  chunk_sums<S>(
+      p, chunk, begin, end, gs,
+      [&](V acc, int64_t o, int w) {
+        return S::fma(grad_times_mask<S, T, MASK, GR>(g, y, gr, o, w), S::load_n(x + o, w), acc);
+      },
+      [](T*, int64_t) {});
 }
 
 template <class T>
@@ -190,7 +202,7 @@ FASTCONV_ALWAYS_INLINE void grad_input_run(const T* g, const T* y, const T* s, c
   const V s1 = S::set1(ROW ? T(0) : s[0]);
   const V t1 = S::set1(ROW || !SHIFT ? T(0) : t[0]);
   for (int64_t j = 0; j < n; j += S::W) {
-    const int w = n - j < S::W ? static_cast<int>(n - j) : S::W;
+    const int w = lanes<S>(n, j);
     V gv = S::load_n(g + j, w);
     if (MASK) gv = masked_grad<S>(gv, S::load_n(y + j, w));
     const V sv = ROW ? S::load_n(s + j, w) : s1;
@@ -241,7 +253,7 @@ void grad_input_cl(const T* g, const T* y, const T* s, const T* t, T* gx, bool s
   dispatch_flags<T, GradInputCl>(y != nullptr, t != nullptr, stream, g, y, s, t, gx, p, b, e);
 }
 
-// Per-plane mean (cf); two accumulators as in grad_scale_plane.
+// Per-plane mean (cf).
 template <class T>
 void squeeze_cf(const T* x, T* pooled, const SeParams& p, int64_t begin, int64_t end) {
   using S = typename SimdFor<T>::type;
@@ -249,41 +261,21 @@ void squeeze_cf(const T* x, T* pooled, const SeParams& p, int64_t begin, int64_t
   const T inv = T(1) / static_cast<T>(p.inner);
   for (int64_t q = begin; q < end; ++q) {
     const T* xp = x + q * p.inner;
-    V a0 = S::zero(), a1 = S::zero();
-    int64_t j = 0;
-    for (; j + 2 * S::W <= p.inner; j += 2 * S::W) {
-      a0 = S::add(a0, S::load(xp + j));
-      a1 = S::add(a1, S::load(xp + j + S::W));
-    }
-    for (; j < p.inner; j += S::W) a0 = S::add(a0, S::load_n(xp + j, p.inner - j < S::W ? int(p.inner - j) : S::W));
-    pooled[q] = S::reduce_add(S::add(a0, a1)) * inv;
+    pooled[q] = plane_sum<S, T>(p.inner, [&](V acc, int64_t j, int w) { return S::add(acc, S::load_n(xp + j, w)); }) * inv;
   }
 }
 
-// Channels-last mean: a chunk of channel sums in L1 while the image's pixel rows stream by.
+// Channels-last mean.
 template <class T>
 void squeeze_cl(const T* x, T* pooled, const SeParams& p, int64_t chunk, int64_t begin, int64_t end) {
   using S = typename SimdFor<T>::type;
-  const int64_t chunks = (p.channels + chunk - 1) / chunk;
-  const typename S::V inv = S::set1(T(1) / static_cast<T>(p.inner));
-  for (int64_t item = begin; item < end; ++item) {
-    const int64_t n = item / chunks;
-    const int64_t c0 = (item % chunks) * chunk;
-    const int64_t nc = p.channels - c0 < chunk ? p.channels - c0 : chunk;
-    T* out = pooled + n * p.channels + c0;
-    for (int64_t j = 0; j < nc; j += S::W) S::store_n(out + j, S::zero(), nc - j < S::W ? int(nc - j) : S::W);
-    for (int64_t i = 0; i < p.inner; ++i) {
-      const T* row = x + (n * p.inner + i) * p.channels + c0;
-      for (int64_t j = 0; j < nc; j += S::W) {
-        const int w = nc - j < S::W ? static_cast<int>(nc - j) : S::W;
-        S::store_n(out + j, S::add(S::load_n(out + j, w), S::load_n(row + j, w)), w);
-      }
-    }
-    for (int64_t j = 0; j < nc; j += S::W) {
-      const int w = nc - j < S::W ? static_cast<int>(nc - j) : S::W;
-      S::store_n(out + j, S::mul(S::load_n(out + j, w), inv), w);
-    }
-  }
+  using V = typename S::V;
+  const V inv = S::set1(T(1) / static_cast<T>(p.inner));
+  chunk_sums<S>(
+      p, chunk, begin, end, pooled, [&](V acc, int64_t o, int w) { return S::add(acc, S::load_n(x + o, w)); },
+      [&](T* out, int64_t nc) {
+        for (int64_t j = 0; j < nc; j += S::W) S::store_n(out + j, S::mul(S::load_n(out + j, lanes<S>(nc, j)), inv), lanes<S>(nc, j));
+      });
 }
 
 // dot(a, b) over n.
@@ -291,7 +283,7 @@ template <class S, class T>
 FASTCONV_ALWAYS_INLINE T dot(const T* a, const T* b, int64_t n) {
   typename S::V acc = S::zero();
   for (int64_t j = 0; j < n; j += S::W) {
-    const int w = n - j < S::W ? static_cast<int>(n - j) : S::W;
+    const int w = lanes<S>(n, j);
     acc = S::fma(S::load_n(a + j, w), S::load_n(b + j, w), acc);
   }
   return S::reduce_add(acc);
@@ -302,7 +294,7 @@ template <class S, class T>
 FASTCONV_ALWAYS_INLINE void axpy(T a, const T* x, T* y, int64_t n) {
   const typename S::V av = S::set1(a);
   for (int64_t j = 0; j < n; j += S::W) {
-    const int w = n - j < S::W ? static_cast<int>(n - j) : S::W;
+    const int w = lanes<S>(n, j);
     S::store_n(y + j, S::fma(av, S::load_n(x + j, w), S::load_n(y + j, w)), w);
   }
 }
@@ -325,7 +317,7 @@ void gemv(const T* w, const T* v, const T* b, T* out, int64_t rows, int64_t cols
     const T* w0 = w + i * cols;
     V a0 = S::zero(), a1 = S::zero(), a2 = S::zero(), a3 = S::zero();
     for (int64_t j = 0; j < cols; j += S::W) {
-      const int n = cols - j < S::W ? static_cast<int>(cols - j) : S::W;
+      const int n = lanes<S>(cols, j);
       const V x = S::load_n(v + j, n);
       a0 = S::fma(S::load_n(w0 + j, n), x, a0);
       a1 = S::fma(S::load_n(w0 + cols + j, n), x, a1);
