@@ -97,10 +97,22 @@ def _check_4d(name, input):
         raise ValueError(f"{name}: input must be 4-D (N, C, H, W), got {got}")
 
 
+#: None, or a callable ``observer(conv, bn, run)`` that must return ``run()``: the fused call
+#: never runs the conv and bn modules themselves, so a tool that lists layers (fastconv.summary)
+#: sets this for one pass to see which modules each fused call stands for.
+_observer = None
+
+
 def conv_bn_act(input: torch.Tensor, conv: torch.nn.Conv2d, bn, relu: bool, cache: Optional[_FoldCache],
                 residual: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``act(bn(conv(input)) + residual)`` with the fastest path the modes allow (see the
     module docstring). bn may be None (conv only)."""
+    if _observer is not None:
+        return _observer(conv, bn, lambda: _conv_bn_act(input, conv, bn, relu, cache, residual))
+    return _conv_bn_act(input, conv, bn, relu, cache, residual)
+
+
+def _conv_bn_act(input, conv, bn, relu, cache, residual):
     x, padding = _conv_input(conv, input)
     if bn is None or _foldable(bn):
         if cache is not None and not _records_grad((input, residual), (conv, bn)):
@@ -175,6 +187,18 @@ class ConvBNReLU(torch.nn.Module):
         return f"relu={self.relu}"
 
 
+def shortcut(downsample: Optional[torch.nn.Module], x: torch.Tensor, cache: _FoldCache) -> torch.Tensor:
+    """A residual block's identity branch: x, or ``downsample(x)`` (a conv + BatchNorm
+    projection runs folded)."""
+    d = downsample
+    if d is None:
+        return x
+    if (isinstance(d, torch.nn.Sequential) and len(d) == 2 and isinstance(d[0], torch.nn.Conv2d)
+            and isinstance(d[1], torch.nn.BatchNorm2d)):
+        return conv_bn_act(x, d[0], d[1], False, cache)
+    return d(x)
+
+
 def _conv1x1(cin, cout, stride=1):
     return Conv2d(cin, cout, 1, stride=stride, bias=False)
 
@@ -215,13 +239,7 @@ class Bottleneck(torch.nn.Module):
         self._folds = [_FoldCache() for _ in range(4)]
 
     def _shortcut(self, x):
-        d = self.downsample
-        if d is None:
-            return x
-        if (isinstance(d, torch.nn.Sequential) and len(d) == 2 and isinstance(d[0], torch.nn.Conv2d)
-                and isinstance(d[1], torch.nn.BatchNorm2d)):
-            return conv_bn_act(x, d[0], d[1], False, self._folds[3])
-        return d(x)
+        return shortcut(self.downsample, x, self._folds[3])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_4d("Bottleneck", x)

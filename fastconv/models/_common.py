@@ -1,0 +1,122 @@
+"""What every architecture shares: loading local weights, torchvision's initialisations, and a
+``Sequential`` that fuses ``Conv2d [-> BatchNorm2d] [-> ReLU]`` runs at inference time without
+changing the module tree (so state_dict keys stay torchvision's ``features.0.weight`` ...)."""
+import os
+from collections.abc import Mapping
+from typing import Any, Dict, Optional
+
+import torch
+
+from ..nn.fused import _FoldCache, _foldable, _records_grad, conv_bn_act
+
+
+def read_state(weights: Any, name: str) -> Mapping:
+    """The state_dict in ``weights``: a path to a local ``torch.save``-d state_dict (or a
+    checkpoint dict with a ``state_dict`` entry), or a mapping."""
+    if isinstance(weights, (str, os.PathLike)):
+        path = os.fspath(weights)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{name}: weights must be a local file (fastconv never downloads); "
+                                    f"no such file: {path!r}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    elif isinstance(weights, Mapping):
+        state = weights
+    else:
+        raise TypeError(f"{name}: weights must be None, a path to a local state_dict file or a state_dict "
+                        f"mapping, got {type(weights).__name__} (torchvision's weight enums need a download, "
+                        "which fastconv never does: save the state_dict where you have it and pass the path)")
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping):
+        raise TypeError(f"{name}: weights file must hold a state_dict mapping, got {type(state).__name__}")
+    return state
+
+
+def load_weights(model: torch.nn.Module, weights: Any, name: str) -> torch.nn.Module:
+    """Load ``weights`` (None, or anything :func:`read_state` takes) into model, strict."""
+    if weights is not None:
+        model.load_state_dict(read_state(weights, name), strict=True)
+    return model
+
+
+def check_kwargs(name: str, kwargs: Dict[str, Any]) -> None:
+    """torchvision's builders take ``progress``; anything else unknown is a mistake."""
+    kwargs.pop("progress", None)
+    if kwargs:
+        raise TypeError(f"{name}: unexpected keyword argument(s) {sorted(kwargs)}")
+
+
+def check_input(name: str, x: Any, channels: Optional[int] = None) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        got = f"{x.dim()}-D" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{name}: input must be a 4-D (N, C, H, W) tensor, got {got}")
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(f"{name}: input must have {channels} channels (dim 1), got shape {list(x.shape)}")
+
+
+def check_positive_int(name: str, arg: str, v: Any) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        raise ValueError(f"{name}: {arg} must be a positive int, got {v!r}")
+
+
+def kaiming_init(model: torch.nn.Module, linear_std: Optional[float] = None) -> None:
+    """torchvision's ResNet / VGG / DenseNet initialisation: convs He-normal (fan_out, relu),
+    BatchNorm weight 1 bias 0, Linear N(0, linear_std) (None: torch's default) with bias 0."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                torch.nn.init.zeros_(m.bias)
+        elif isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm)):
+            torch.nn.init.ones_(m.weight)
+            torch.nn.init.zeros_(m.bias)
+        elif isinstance(m, torch.nn.Linear):
+            if linear_std is not None:
+                torch.nn.init.normal_(m.weight, 0, linear_std)
+            if m.bias is not None:
+                torch.nn.init.zeros_(m.bias)
+
+
+def _is_relu(m) -> bool:
+    return type(m) is torch.nn.ReLU
+
+
+class FusedSequential(torch.nn.Sequential):
+    """``torch.nn.Sequential`` (same indices, keys, repr) that, with no gradient to record,
+    runs each ``Conv2d [-> BatchNorm2d in eval] [-> ReLU]`` as one fused convolution (BatchNorm
+    folded and cached, ReLU in the epilogue). Otherwise module by module, as torch does."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._folds: Dict[int, _FoldCache] = {}
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.__dict__.setdefault("_folds", {})
+
+    def forward(self, x):
+        mods = list(self._modules.values())
+        if _records_grad((x,), mods):
+            for m in mods:
+                x = m(x)
+            return x
+        i = 0
+        while i < len(mods):
+            m = mods[i]
+            if isinstance(m, torch.nn.Conv2d):
+                j = i + 1
+                bn = None
+                if j < len(mods) and isinstance(mods[j], torch.nn.BatchNorm2d):
+                    if not _foldable(mods[j]):  # training-mode batch statistics: no fold
+                        x = m(x)
+                        i += 1
+                        continue
+                    bn = mods[j]
+                    j += 1
+                relu = j < len(mods) and _is_relu(mods[j])
+                x = conv_bn_act(x, m, bn, relu, self._folds.setdefault(i, _FoldCache()))
+                i = j + (1 if relu else 0)
+                continue
+            x = m(x)
+            i += 1
+        return x
