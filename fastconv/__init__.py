@@ -37,6 +37,10 @@ _apply_capability_env()
 
 from . import ops  # noqa: E402
 from . import nn  # noqa: E402
+from . import models  # noqa: E402
+from .conversion import convert  # noqa: E402
+from . import cam, transfer  # noqa: E402
+from .modelsummary import summary  # noqa: E402
 from .ops import *  # noqa: E402,F401,F403
 from .ops import __all__ as _ops_all  # noqa: E402
 
@@ -52,5 +56,5 @@ def supported_cpu_capabilities():
     return order[order.index(best):]
 
 
-__all__ = list(_ops_all) + ["nn", "ops", "build_info", "cpu_capability", "set_cpu_capability",
+__all__ = list(_ops_all) + ["nn", "ops", "models", "convert", "cam", "transfer", "summary", "build_info", "cpu_capability", "set_cpu_capability",
                             "supported_cpu_capabilities"]

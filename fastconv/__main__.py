@@ -19,7 +19,8 @@ from typing import Dict, List, Optional, Tuple
 
 COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "bench": ("fastconv.bench.cli", "main", "benchmark fastconv against torch (start here)"),
-    # "demo": ("fastconv.demo", "main", "..."),  # hook for a later command
+    "demo": ("fastconv.demo", "main", "train LeNet-5 on scikit-learn's digits against torch.nn; write CAM and "
+             "edge-detection PNGs"),
 }
 
 EXIT_USAGE = 2

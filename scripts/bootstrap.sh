@@ -12,7 +12,7 @@ TORCH_REQ=${FASTCONV_TORCH:-torch==2.13.0}
 
 echo "[bootstrap] installing $TORCH_REQ and tools" >&2
 $PY -m pip install -q --disable-pip-version-check "$TORCH_REQ" ninja numpy \
-    pytest hypothesis pytest-benchmark expecttest tqdm matplotlib
+    pytest hypothesis pytest-benchmark expecttest tqdm matplotlib scikit-learn scikit-image
 echo "[bootstrap] building fastconv (pip install --no-build-isolation -e .)" >&2
 # --no-build-isolation: an isolated build environment would download a multi-GB CUDA torch.
 $PY -m pip install -q --disable-pip-version-check --no-build-isolation -e .
