@@ -4,8 +4,9 @@ Nothing here times real work: clocks are fake, shapes are tiny, and the
 fastconv ops are monkeypatched to torch's where a case has to run, so these
 tests check the harness logic, not the kernels, and take a few seconds.
 """
-
 from __future__ import annotations
+
+import dataclasses
 
 import json
 import math
@@ -146,7 +147,7 @@ def test_case_table_is_complete_and_consistent():
             "googlenet_avg3x3s1p1", "resnet50_global_avg7x7"} <= bases
     # The inference-only blocks (ConvBNReLU eval, the Inception 1x1 group) have no training step.
     eval_only = {c.base for c in CASES if c.family in ("convbn", "inception")}
-    for base in bases:
+    for base in {c.base for c in CASES if c.family != "model"}:
         variants = {(c.layout, c.direction) for c in CASES if c.base == base}
         directions = ("fwd",) if base in eval_only else ("fwd", "fwd+bwd")
         assert variants >= {(l, d) for l in ("nchw", "channels_last") for d in directions}
@@ -194,6 +195,49 @@ def test_fused_case_accounting_and_modes():
     outs = [r.outputs() for r in runners]
     assert [o.shape[1] for o in outs[0]] == [64, 96, 16]
     assert outputs_match(outs[0], outs[1], group.tolerance)
+
+
+def test_model_cases_cover_every_architecture():
+    models = [c for c in CASES if c.family == "model"]
+    fwd = {c.base for c in models if c.direction == "fwd"}
+    for arch in ("lenet5", "alexnet", "alexnet_lrn", "vgg11", "vgg16", "googlenet", "resnet18", "resnet50",
+                 "densenet121", "se_resnet50"):
+        for batch in (1, 8):
+            assert {(c.layout) for c in models if c.base == f"{arch}_b{batch}" and c.direction == "fwd"} == {
+                "nchw", "channels_last"}, arch
+    steps = {c.base for c in models if c.direction == "step"}
+    assert steps == {f"{m}_b8" for m in ("resnet18", "resnet50", "alexnet", "vgg11", "googlenet", "densenet121",
+                                          "se_resnet50")}
+    assert {"resnet50_vs_compile_b1", "resnet50_vs_compile_b8"} <= fwd
+    r50 = next(c for c in models if c.name == "resnet50_b1/nchw/fwd")
+    assert 8.0e9 < r50.flops < 8.4e9  # 4.1 G multiply-adds, the published count
+    step = next(c for c in models if c.name == "resnet50_b8/nchw/step")
+    assert step.flops == 3 * 8 * r50.flops
+
+
+def test_model_train_step_case_checks_one_step_from_the_start():
+    from fastconv.bench.model_cases import TrainStep
+
+    case = next(c for c in CASES if c.name == "lenet5_b1/nchw/fwd")
+    torch.manual_seed(0)
+    import fastconv.models
+    from fastconv.bench.model_twins import TorchLeNet5
+
+    ours = fastconv.models.lenet5()
+    ref = TorchLeNet5()
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(4, 1, 28, 28)
+    steps = [TrainStep(m, 4, num_classes=10) for m in (ours, ref)]
+    step_case = dataclasses.replace(case, name="lenet5_t/nchw/step", direction="step")
+    runners = [build_runner(step_case, s, (x,)) for s in steps]
+    first = [r.outputs() for r in runners]
+    assert outputs_match(first[0], first[1], (1e-5, 1e-5))
+    w0 = ours.features[0].weight.detach().clone()
+    runners[0].run()
+    runners[0].run()
+    assert not torch.equal(w0, ours.features[0].weight)  # the step trains
+    again = runners[0].outputs()  # after reset: the first step's logits once more
+    assert outputs_match(again, first[1], (1e-5, 1e-5))
 
 
 def test_outputs_match_relative_l2():

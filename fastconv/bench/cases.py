@@ -40,8 +40,9 @@ import torch.nn.functional as F
 
 LAYOUTS = ("nchw", "channels_last")
 DIRECTIONS = ("fwd", "fwd+bwd")
-#: ``bwd`` (backward alone, the forward graph built once outside the timing) is opt-in per case.
-VALID_DIRECTIONS = DIRECTIONS + ("bwd",)
+#: ``bwd`` (backward alone, the forward graph built once outside the timing) is opt-in per case;
+#: ``step`` is a whole training step (forward, loss, backward, optimiser) done by the callable.
+VALID_DIRECTIONS = DIRECTIONS + ("bwd", "step")
 METRICS = ("GB/s", "GFLOP/s")
 
 # A factory returns the callable to benchmark; it is called lazily (at run
@@ -437,12 +438,19 @@ FUSED_CASES: List[Case] = [
     *_inception_1x1("inception3a_1x1_group", 8, 192, 28, (64, 96, 16)),
 ]
 
+def _model_cases() -> List[Case]:
+    from .model_cases import MODEL_CASES  # after Case and the helpers above exist
+
+    return MODEL_CASES
+
+
 #: The case table. Later families append here.
 CASES: List[Case] = [
     *POOL_CASES,
     *LRN_CASES,
     *CONV_CASES,
     *FUSED_CASES,
+    *_model_cases(),
 ]
 
 

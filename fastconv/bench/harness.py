@@ -272,6 +272,15 @@ def build_runner(case: Case, fn: Callable[..., Any], inputs: Sequence[torch.Tens
 
         return Runner(run=run_fwd, outputs=outs_fwd)
 
+    if case.direction == "step":
+        # The callable is a whole training step (see fastconv.bench.model_cases.TrainStep);
+        # the check restarts both sides from their initial state so they compare one step.
+        def outs_step() -> List[torch.Tensor]:
+            fn.reset()
+            return [fn(*inputs)]
+
+        return Runner(run=lambda: fn(*inputs), outputs=outs_step)
+
     leaves = [t for t in inputs if t.is_floating_point()] if case.input_grad else []
     for t in leaves:
         t.requires_grad_(True)
