@@ -5,7 +5,8 @@
 //   gemm1x1  1x1, stride 1, no padding, NCHW in and out: a GEMM over each image with pixels
 //            in the SIMD lanes, reading the caller's tensor as it is (no conversion).
 //   winograd F(2x2, 3x3) for 3x3 stride-1 single-group layers with at least 16 input and
-//            output channels (2.25x fewer multiplies; error at the direct path's level).
+//            output channels and at least 256 2x2 output tiles over the batch (2.25x fewer
+//            multiplies; error at the direct path's level).
 //            winograd4 = F(4x4, 3x3) only when forced (larger float32 error).
 //   nchw     few input channels (<= 4 per group), stride 1 along W, NCHW in and out: direct
 //            convolution with output pixels in the lanes (LeNet's first layer).
@@ -236,7 +237,12 @@ int winograd_m(const ConvParams& p) {
   switch (forced_conv_algo()) {
     case ConvAlgo::Winograd: return 2;
     case ConvAlgo::Winograd4: return 4;
-    case ConvAlgo::Auto: return p.C >= 16 && p.OC >= 16 ? 2 : 0;
+    case ConvAlgo::Auto:
+      // The weight transform (16 values per filter tap pair) is paid once per call; with few
+      // tiles to spread it over (batch 1 at 7x7 or 14x14: ResNet's layer3/4) it costs more
+      // than the multiplies saved. Measured here: below ~256 tiles direct wins by up to 2x,
+      // above it Winograd wins by up to 1.4x.
+      return p.C >= 16 && p.OC >= 16 && p.N * winograd_tiles(p.OH, 2) * winograd_tiles(p.OW, 2) >= 256 ? 2 : 0;
     default: return 0;
   }
 }
