@@ -6,6 +6,7 @@ import torch
 
 from . import nn as fnn
 from .models.resnet import BasicBlock
+from .models._common import FusedSequential
 from .nn.fused import Bottleneck, _FoldCache
 
 
@@ -26,40 +27,49 @@ _SWAPS: Dict[type, Callable[[torch.nn.Module], torch.nn.Module]] = {
 
 def _shell(m: torch.nn.Module) -> torch.nn.Module:
     """A copy of m's object that shares its parameters, buffers and attributes but owns its
-    module / parameter / buffer tables, so swapping a child leaves m untouched."""
+    module / parameter / buffer tables and hook tables, so swapping a child or registering a
+    hook on the copy leaves m untouched."""
     new = copy.copy(m)
-    for table in ("_modules", "_parameters", "_buffers"):
-        setattr(new, table, type(getattr(m, table))(getattr(m, table)))
+    for name, value in m.__dict__.items():
+        if isinstance(value, (dict, set)) and name.startswith("_"):
+            setattr(new, name, copy.copy(value))
     return new
 
 
-def _is_torchvision(m, name) -> bool:
-    cls = type(m)
-    return cls.__name__ == name and cls.__module__.startswith("torchvision.")
+_TORCHVISION_BLOCKS = {("torchvision.models.resnet", "Bottleneck"): (Bottleneck, 4),
+                       ("torchvision.models.resnet", "BasicBlock"): (BasicBlock, 3)}
+_TORCHVISION_BASIC_CONV = {("torchvision.models.googlenet", "BasicConv2d"),
+                           ("torchvision.models.inception", "BasicConv2d")}
+
+
+def _tv_key(m):
+    return type(m).__module__, type(m).__name__
 
 
 def _fused_block(m: torch.nn.Module) -> Optional[torch.nn.Module]:
     """torchvision's ResNet blocks become fastconv's (the same submodules, so the same keys),
     whose eval forward folds every BatchNorm and puts the residual add + ReLU in the epilogue."""
-    for name, cls, n in (("Bottleneck", Bottleneck, 4), ("BasicBlock", BasicBlock, 3)):
-        if _is_torchvision(m, name):
-            new = cls.__new__(cls)
-            new.__dict__.update(m.__dict__)
-            new._modules = type(m._modules)(m._modules)
-            new._folds = [_FoldCache() for _ in range(n)]
-            return new
-    return None
+    found = _TORCHVISION_BLOCKS.get(_tv_key(m))
+    if found is None:
+        return None
+    cls, n_folds = found
+    new = _shell(m)
+    new.__class__ = cls
+    new._folds = [_FoldCache() for _ in range(n_folds)]
+    return new
 
 
 def _fuse_sequential(seq: torch.nn.Sequential) -> None:
     """Conv2d -> BatchNorm2d [-> ReLU] runs inside seq become one ConvBNReLU at the conv's
     index (keys ``<i>.conv.*``, ``<i>.bn.*``) and Identity at the others."""
+    if type(seq).forward not in (torch.nn.Sequential.forward, FusedSequential.forward):
+        return  # a subclass with its own forward may not run its children in order
     keys = list(seq._modules)
     i = 0
     while i < len(keys):
         conv = seq._modules[keys[i]]
         bn = seq._modules[keys[i + 1]] if i + 1 < len(keys) else None
-        if (isinstance(conv, torch.nn.Conv2d) and type(bn) is torch.nn.BatchNorm2d
+        if (type(conv) in (torch.nn.Conv2d, fnn.Conv2d) and type(bn) is torch.nn.BatchNorm2d
                 and bn.num_features == conv.out_channels):
             relu = i + 2 < len(keys) and type(seq._modules[keys[i + 2]]) is torch.nn.ReLU
             seq._modules[keys[i]] = fnn.ConvBNReLU.from_modules(conv, bn, relu=relu)
@@ -74,8 +84,9 @@ def _convert(m: torch.nn.Module, fuse: bool) -> torch.nn.Module:
     swap = _SWAPS.get(type(m))
     if swap is not None:
         return swap(m)
-    if fuse and _is_torchvision(m, "BasicConv2d") and isinstance(getattr(m, "conv", None), torch.nn.Conv2d):
-        return fnn.ConvBNReLU.from_modules(m.conv, m.bn)
+    if (fuse and _tv_key(m) in _TORCHVISION_BASIC_CONV and type(getattr(m, "conv", None)) is torch.nn.Conv2d
+            and type(getattr(m, "bn", None)) is torch.nn.BatchNorm2d):
+        return fnn.ConvBNReLU.from_modules(_convert(m.conv, False), _shell(m.bn))
     block = _fused_block(m) if fuse else None
     new = block or _shell(m)
     for name, child in m._modules.items():

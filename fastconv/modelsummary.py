@@ -15,11 +15,9 @@ modules they fuse, so the pass is made so that they show:
 - it runs in eval mode on a zero input that records autograd (no backward is run, the graph
   is dropped at once): with a gradient to record, ``FusedSequential`` and the Inception
   module's grouped 1x1 convolutions call their layers one by one;
-- the fused ``conv [-> BatchNorm] [-> ReLU] [+ residual]`` helper, which ConvBNReLU, the
-  ResNet blocks and stem call with their conv and bn modules, is observed for the pass (the
-  ``fastconv.nn.fused._observer`` hook) so that
-  its conv and bn give rows (``Conv2d-7``, ``BatchNorm2d-8``, with the shape of its output);
-  a ReLU fused into it has no row;
+- fastconv's fused ``conv [-> BatchNorm] [-> ReLU] [+ residual]`` helper (ConvBNReLU, the
+  ResNet blocks and stem) runs its conv and bn as modules when they carry hooks, so they
+  give rows (a ReLU fused into it has none);
 - a submodule with parameters whose forward never ran while its parent's did (it was used
   through a fused kernel, e.g. an SE block's tail) gets a row with the shape "fused in
   parent" and its parameter count. The model's own unused children (GoogLeNet's auxiliary
@@ -93,7 +91,6 @@ class _Recorder:
         self.batch_size = batch_size
         self.rows: List[Tuple[str, Any, int]] = []   # (type name, shape or _FUSED, params), call order
         self.fired = set()                           # ids of modules that ran or got a row
-        self.started: List[int] = []                 # ids of modules, each time one starts
 
     def row(self, module: torch.nn.Module, shape) -> Tuple[str, Any, int]:
         self.fired.add(id(module))
@@ -101,7 +98,6 @@ class _Recorder:
 
     def pre_hook(self, module, args) -> None:
         self.fired.add(id(module))
-        self.started.append(id(module))
 
     def hook(self, module, args, output) -> None:
         children = list(module.children())
@@ -112,32 +108,6 @@ class _Recorder:
         for child in children:
             if not any(id(m) in self.fired for m in child.modules()) and any(True for _ in child.parameters()):
                 self.rows.append(self.row(child, _FUSED))
-
-    def fused(self, conv, bn, output, first_row: int, first_start: int) -> None:
-        """Rows for a fused conv [-> bn] call that began when rows / started had these lengths:
-        the conv's first, then the bn's unless bn ran as a module (training statistics)."""
-        shape = _shape(output, self.batch_size)
-        self.rows.insert(first_row, self.row(conv, shape))
-        if bn is not None and id(bn) not in self.started[first_start:]:
-            self.rows.insert(first_row + 1, self.row(bn, shape))
-
-
-def _observe_fused(recorder: _Recorder):
-    """Register a recorder of fastconv's fused conv [-> BatchNorm] calls; returns undo."""
-    from .nn import fused
-
-    def observer(conv, bn, run):
-        first_row, first_start = len(recorder.rows), len(recorder.started)
-        out = run()
-        recorder.fused(conv, bn, out, first_row, first_start)
-        return out
-
-    previous = fused._observer
-    fused._observer = observer
-
-    def undo():
-        fused._observer = previous
-    return undo
 
 
 def _format(rows, model, shapes, batch_size, dtype) -> str:
@@ -196,7 +166,6 @@ def summary(model: torch.nn.Module, input_size: Union[Sequence[int], Sequence[Se
 
     recorder = _Recorder(batch_size)
     handles = []
-    undo = lambda: None  # noqa: E731
     try:
         for m in model.modules():
             # The model itself gets no row (unless it is a single layer), nor do plain containers.
@@ -205,7 +174,6 @@ def summary(model: torch.nn.Module, input_size: Union[Sequence[int], Sequence[Se
                 continue
             handles.append(m.register_forward_pre_hook(recorder.pre_hook))
             handles.append(m.register_forward_hook(recorder.hook))
-        undo = _observe_fused(recorder)
         # A non-leaf input that records autograd: fused paths then call their layers as
         # modules, and a model's in-place op on its input stays legal.
         inputs = [torch.zeros((2,) + s, device=device, dtype=dtype, requires_grad=True).clone() for s in shapes]
@@ -216,7 +184,6 @@ def summary(model: torch.nn.Module, input_size: Union[Sequence[int], Sequence[Se
                 raise RuntimeError(f"summary: the forward pass of {type(model).__name__} on zeros of shape(s) "
                                    f"{[list(x.shape) for x in inputs]} failed: {type(e).__name__}: {e}") from e
     finally:
-        undo()
         for h in handles:
             h.remove()
     text = _format(recorder.rows, model, shapes, batch_size, dtype)

@@ -134,3 +134,97 @@ def test_bad_input():
         fastconv.convert(lambda x: x)
     with pytest.raises(TypeError, match="fuse must be a bool"):
         fastconv.convert(torch.nn.Conv2d(1, 1, 1), fuse="yes")
+
+
+def _reference(seq, x):
+    for m in seq:
+        x = m(x)
+    return x
+
+
+def test_fold_cache_sees_bn_recalibration_and_optimizer_steps():
+    from fastconv.models._common import FusedSequential
+
+    seq = FusedSequential(fnn.Conv2d(3, 4, 3, bias=False), torch.nn.BatchNorm2d(4), torch.nn.ReLU()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        seq(x)  # fold cached
+        seq.train()
+        seq(torch.randn(8, 3, 8, 8) * 3 + 1)  # running statistics move (no version bump)
+        seq.eval()
+        torch.testing.assert_close(seq(x), torch.relu(seq[1](seq[0](x))))
+    try:
+        opt = torch.optim.Adam(seq.parameters(), lr=0.5, fused=True)
+    except (RuntimeError, ValueError):  # no fused Adam on this build
+        opt = torch.optim.Adam(seq.parameters(), lr=0.5)
+    seq[0].weight.grad = torch.ones_like(seq[0].weight)
+    opt.step()
+    with torch.no_grad():
+        torch.testing.assert_close(seq(x), torch.relu(seq[1](seq[0](x))))
+
+
+def test_hooks_see_the_modules_run():
+    from fastconv.models._common import FusedSequential
+
+    seq = FusedSequential(fnn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU()).eval()
+    seen = []
+    seq[0].register_forward_hook(lambda m, i, o: seen.append("conv"))
+    seq[2].register_forward_hook(lambda m, i, o: seen.append("relu"))
+    with torch.no_grad():
+        seq(torch.randn(1, 3, 8, 8))
+    assert seen == ["conv", "relu"]
+    block = fastconv.models.resnet18().eval()
+    calls = []
+    block.layer1[0].conv2.register_forward_hook(lambda m, i, o: calls.append(o.shape))
+    with torch.no_grad():
+        block(torch.randn(1, 3, 64, 64))
+    assert calls == [torch.Size([1, 64, 16, 16])]
+
+
+def test_convert_shares_no_tables_with_the_original():
+    m = torch.nn.Sequential(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1)), torch.nn.BatchNorm2d(4))
+    c = fastconv.convert(m)
+    c[1].register_forward_hook(lambda *a: None)
+    c[0].add_module("extra", torch.nn.Identity())
+    assert not m[1]._forward_hooks and "extra" not in m[0]._modules
+
+
+def test_fuse_torchvision_basic_conv2d_leaves_original_untouched():
+    class BasicConv2d(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, bias=False)
+            self.bn = torch.nn.BatchNorm2d(4, eps=0.001)
+
+        def forward(self, x):
+            return torch.relu(self.bn(self.conv(x)))
+
+    BasicConv2d.__module__ = "torchvision.models.googlenet"
+    model = _randomize_bn(torch.nn.Sequential(BasicConv2d())).train()
+    fused = fastconv.convert(model, fuse=True)
+    assert isinstance(fused[0], fnn.ConvBNReLU) and fused.state_dict().keys() == model.state_dict().keys()
+    fused.eval()
+    assert model[0].bn.training and model[0].conv.training  # the caller's modes are its own
+    model.eval()
+    x = torch.randn(2, 3, 9, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_fuse_skips_sequential_subclasses_and_conv_subclasses():
+    class Res(torch.nn.Sequential):
+        def forward(self, x):
+            return self[2](self[1](self[0](x))) + x
+
+    class MyConv(torch.nn.Conv2d):
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    model = _randomize_bn(torch.nn.Sequential(
+        Res(torch.nn.Conv2d(4, 4, 1), torch.nn.BatchNorm2d(4), torch.nn.ReLU()),
+        MyConv(4, 4, 1), torch.nn.BatchNorm2d(4), torch.nn.ReLU())).eval()
+    fused = fastconv.convert(model, fuse=True)
+    assert type(fused[1]) is MyConv and not isinstance(fused[0][0], fnn.ConvBNReLU)
+    x = torch.randn(2, 4, 5, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-5, atol=1e-5)

@@ -245,3 +245,13 @@ def test_input_not_modified_and_compile():
         if os.environ.get("FASTCONV_SKIP_COMPILE") != "1":
             yc = torch.compile(m, fullgraph=True)(x)
             _close(yc, y, 1e-5)
+
+
+def test_densenet_loads_torchvisions_old_key_names(tmp_path):
+    import re
+
+    a = M.densenet121(num_classes=3)
+    old = {re.sub(r"(denselayer\d+\.(?:norm|conv))([12])\.", r"\1.\2.", k): v for k, v in a.state_dict().items()}
+    assert any(".norm.1." in k for k in old)
+    b = M.densenet121(num_classes=3, weights=old)
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())

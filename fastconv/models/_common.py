@@ -7,7 +7,10 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from ..nn.fused import _FoldCache, _foldable, _records_grad, conv_bn_act
+from ..nn.conv import Conv2d
+from ..nn.fused import _FoldCache, _foldable, _has_hooks, _records_grad, conv_bn_act
+
+_CONVS = (torch.nn.Conv2d, Conv2d)
 
 
 def read_state(weights: Any, name: str) -> Mapping:
@@ -59,12 +62,14 @@ def check_positive_int(name: str, arg: str, v: Any) -> None:
         raise ValueError(f"{name}: {arg} must be a positive int, got {v!r}")
 
 
-def kaiming_init(model: torch.nn.Module, linear_std: Optional[float] = None) -> None:
-    """torchvision's ResNet / VGG / DenseNet initialisation: convs He-normal (fan_out, relu),
-    BatchNorm weight 1 bias 0, Linear N(0, linear_std) (None: torch's default) with bias 0."""
+def kaiming_init(model: torch.nn.Module, conv_mode: str = "fan_out", linear_std: Optional[float] = None,
+                 linear_bias_zero: bool = True) -> None:
+    """torchvision's initialisations: convs He-normal (``conv_mode`` fan_out for ResNet / VGG,
+    fan_in for DenseNet) with bias 0, BatchNorm weight 1 bias 0, Linear N(0, linear_std)
+    (None: torch's default) with bias 0 unless ``linear_bias_zero`` is False (ResNet)."""
     for m in model.modules():
         if isinstance(m, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            torch.nn.init.kaiming_normal_(m.weight, mode=conv_mode, nonlinearity="relu")
             if m.bias is not None:
                 torch.nn.init.zeros_(m.bias)
         elif isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm)):
@@ -73,18 +78,19 @@ def kaiming_init(model: torch.nn.Module, linear_std: Optional[float] = None) -> 
         elif isinstance(m, torch.nn.Linear):
             if linear_std is not None:
                 torch.nn.init.normal_(m.weight, 0, linear_std)
-            if m.bias is not None:
+            if m.bias is not None and linear_bias_zero:
                 torch.nn.init.zeros_(m.bias)
 
 
 def _is_relu(m) -> bool:
-    return type(m) is torch.nn.ReLU
+    return type(m) is torch.nn.ReLU and not _has_hooks(m)
 
 
 class FusedSequential(torch.nn.Sequential):
     """``torch.nn.Sequential`` (same indices, keys, repr) that, with no gradient to record,
     runs each ``Conv2d [-> BatchNorm2d in eval] [-> ReLU]`` as one fused convolution (BatchNorm
-    folded and cached, ReLU in the epilogue). Otherwise module by module, as torch does."""
+    folded and cached, ReLU in the epilogue). Otherwise, and for modules with hooks or of
+    other types (Conv2d subclasses included), module by module, as torch does."""
 
     def __init__(self, *args):
         super().__init__(*args)
@@ -103,16 +109,14 @@ class FusedSequential(torch.nn.Sequential):
         i = 0
         while i < len(mods):
             m = mods[i]
-            if isinstance(m, torch.nn.Conv2d):
+            if type(m) in _CONVS and not _has_hooks(m):
                 j = i + 1
-                bn = None
-                if j < len(mods) and isinstance(mods[j], torch.nn.BatchNorm2d):
-                    if not _foldable(mods[j]):  # training-mode batch statistics: no fold
-                        x = m(x)
-                        i += 1
-                        continue
-                    bn = mods[j]
+                bn = mods[j] if j < len(mods) else None
+                if (type(bn) is torch.nn.BatchNorm2d and _foldable(bn) and bn.num_features == m.out_channels
+                        and not _has_hooks(bn)):
                     j += 1
+                else:
+                    bn = None
                 relu = j < len(mods) and _is_relu(mods[j])
                 x = conv_bn_act(x, m, bn, relu, self._folds.setdefault(i, _FoldCache()))
                 i = j + (1 if relu else 0)

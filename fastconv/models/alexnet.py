@@ -7,7 +7,8 @@ from ._common import FusedSequential, check_input, check_kwargs, load_weights
 
 
 def _lrn():
-    # The paper's constants; torch's LRN divides alpha by size, so alpha here is the paper's.
+    # The paper's size, beta and k with alpha = 1e-4 in Caffe's (and torch's) convention, which
+    # divides alpha by size; the paper's formula without the division would be alpha = 5e-4.
     return fnn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
 
 

@@ -1,4 +1,5 @@
 """DenseNet (Huang et al., 2017) on fastconv ops, torchvision's layout and keys."""
+import re
 from collections import OrderedDict
 from typing import List, Tuple
 
@@ -7,7 +8,7 @@ import torch.utils.checkpoint as cp
 
 from .. import nn as fnn
 from .. import ops
-from ._common import FusedSequential, check_input, check_kwargs, kaiming_init, load_weights
+from ._common import FusedSequential, check_input, check_kwargs, kaiming_init, load_weights, read_state
 
 
 class _DenseLayer(torch.nn.Module):
@@ -107,7 +108,7 @@ class DenseNet(torch.nn.Module):
                 num_features //= 2
         self.features.add_module("norm5", torch.nn.BatchNorm2d(num_features))
         self.classifier = torch.nn.Linear(num_features, num_classes)
-        kaiming_init(self)
+        kaiming_init(self, conv_mode="fan_in")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map after the final ReLU, ``(N, num_features, H / 32, W / 32)``."""
@@ -118,10 +119,22 @@ class DenseNet(torch.nn.Module):
         return self.classifier(ops.global_avg_pool2d(self.forward_features(x), keepdim=False))
 
 
+# torchvision's published DenseNet files predate its module names ("denselayer1.norm.1.weight"
+# for "denselayer1.norm1.weight"); torchvision renames on load, and so do we.
+_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
+
+
+def _rename_old_keys(state):
+    return {(_OLD_KEY.sub(lambda m: m.group(1) + m.group(2), k)): v for k, v in state.items()}
+
+
 def _densenet(name, growth_rate, block_config, num_init_features, weights, kwargs) -> DenseNet:
     known = {k: kwargs.pop(k) for k in ("bn_size", "drop_rate", "num_classes", "memory_efficient") if k in kwargs}
     check_kwargs(name, kwargs)
-    return load_weights(DenseNet(growth_rate, block_config, num_init_features, **known), weights, name)
+    model = DenseNet(growth_rate, block_config, num_init_features, **known)
+    if weights is not None:
+        weights = _rename_old_keys(read_state(weights, name))
+    return load_weights(model, weights, name)
 
 
 def densenet121(*, weights=None, **kwargs) -> DenseNet:

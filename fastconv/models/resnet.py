@@ -110,7 +110,7 @@ class ResNet(torch.nn.Module):
         self.avgpool = fnn.AdaptiveAvgPool2d((1, 1))
         self.fc = torch.nn.Linear(512 * block.expansion, num_classes)
         self._stem_fold = _FoldCache()
-        kaiming_init(self)
+        kaiming_init(self, linear_bias_zero=False)
         # SE blocks keep torch's default FC init (the SE paper's); only the trunk is He-normal.
         for m in self.modules():
             if isinstance(m, fnn.SqueezeExcitation):

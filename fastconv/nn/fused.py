@@ -3,15 +3,19 @@ fusion of an Inception module's 1x1 convolutions.
 
 In eval mode with no gradient to record, BatchNorm is folded into the convolution (weight *
 gamma / sqrt(var + eps), bias shifted to match), cached and refreshed whenever a parameter or
-running statistic changes (each tensor's version counter and storage are the cache key), and
+running statistic changes (the key: each tensor's storage and version counter, BatchNorm's
+num_batches_tracked, and a count of torch.optim steps; writes through ``.data`` are not seen),
+and
 ReLU and the residual add run in the convolution's output tile: one pass over the output
 instead of three or four. In training, BatchNorm is torch's (exact batch statistics, running
-averages with momentum / cumulative averaging), on the output of our convolution.
+averages with momentum / cumulative averaging), on the output of our convolution. A conv or
+BatchNorm with hooks (forward hooks, pruning or weight-norm pre-hooks) runs as a module.
 """
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from .. import ops
 from .conv import Conv2d
@@ -47,14 +51,31 @@ def _version_key(tensors) -> tuple:
 def _fold_tensors(conv, bn) -> list:
     out = [conv.weight, conv.bias]
     if bn is not None:
-        out += [bn.weight, bn.bias, bn.running_mean, bn.running_var]
+        # A training-mode forward updates the running statistics without bumping their
+        # version counters; num_batches_tracked is bumped (an in-place add) on every update.
+        out += [bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.num_batches_tracked]
     return out
+
+
+#: Bumped after every optimiser step (of any torch.optim optimiser): fused optimisers update
+#: parameters without bumping their version counters, so a step invalidates every fold.
+_step_generation = [0]
+
+
+def _on_optimizer_step(optimizer, args, kwargs):
+    _step_generation[0] += 1
+
+
+register_optimizer_step_post_hook(_on_optimizer_step)
 
 
 class _FoldCache:
     """The folded (weight, bias) of one or more conv/bn pairs, recomputed when any input
-    tensor changed (in-place optimiser steps and load_state_dict bump version counters;
-    .to() / deepcopy change storages). Never used while compiling (the graph folds instead)."""
+    tensor changed: in-place updates and load_state_dict bump version counters, .to() /
+    deepcopy change storages, BatchNorm updates bump num_batches_tracked, and any torch.optim
+    step invalidates every fold. Not seen: writes through ``.data`` (a separate version
+    counter); call ``invalidate()`` after those. Never used while compiling (the graph folds
+    instead)."""
 
     def __init__(self):
         self.key = None
@@ -64,12 +85,16 @@ class _FoldCache:
         if torch.compiler.is_compiling():
             return fold()
         key = _version_key([t for conv, bn in pairs for t in _fold_tensors(conv, bn)]) + tuple(
-            None if bn is None else bn.eps for _, bn in pairs)
+            None if bn is None else bn.eps for _, bn in pairs) + (_step_generation[0],)
         if key != self.key:
             with torch.no_grad():
                 self.value = fold()
             self.key = key
         return self.value
+
+    def invalidate(self) -> None:
+        self.key = None
+        self.value = None
 
     def __getstate__(self):  # a pickled / copied module refolds on first use
         return {"key": None, "value": None}
@@ -97,22 +122,27 @@ def _check_4d(name, input):
         raise ValueError(f"{name}: input must be 4-D (N, C, H, W), got {got}")
 
 
-#: None, or a callable ``observer(conv, bn, run)`` that must return ``run()``: the fused call
-#: never runs the conv and bn modules themselves, so a tool that lists layers (fastconv.summary)
-#: sets this for one pass to see which modules each fused call stands for.
-_observer = None
-
-
 def conv_bn_act(input: torch.Tensor, conv: torch.nn.Conv2d, bn, relu: bool, cache: Optional[_FoldCache],
                 residual: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``act(bn(conv(input)) + residual)`` with the fastest path the modes allow (see the
     module docstring). bn may be None (conv only)."""
-    if _observer is not None:
-        return _observer(conv, bn, lambda: _conv_bn_act(input, conv, bn, relu, cache, residual))
     return _conv_bn_act(input, conv, bn, relu, cache, residual)
 
 
+def _has_hooks(m) -> bool:
+    """Hooks (forward hooks, pruning / weight-norm pre-hooks) must see the module run."""
+    from torch.nn.modules import module as _m
+
+    return m is not None and bool(m._forward_hooks or m._forward_pre_hooks or _m._global_forward_hooks
+                                  or _m._global_forward_pre_hooks)
+
+
 def _conv_bn_act(input, conv, bn, relu, cache, residual):
+    if _has_hooks(conv) or _has_hooks(bn):
+        y = conv(input)
+        y = bn(y) if bn is not None else y
+        y = y + residual if residual is not None else y
+        return torch.relu(y) if relu else y
     x, padding = _conv_input(conv, input)
     if bn is None or _foldable(bn):
         if cache is not None and not _records_grad((input, residual), (conv, bn)):
