@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from ..nn.conv import Conv2d
-from ..nn.fused import _FoldCache, _foldable, _has_hooks, _records_grad, conv_bn_act
+from ..nn.fused import _check_4d, _FoldCache, _foldable, _has_hooks, _records_grad, conv_bn_act
 
 _CONVS = (torch.nn.Conv2d, Conv2d)
 
@@ -50,9 +50,7 @@ def check_kwargs(name: str, kwargs: Dict[str, Any]) -> None:
 
 
 def check_input(name: str, x: Any, channels: Optional[int] = None) -> None:
-    if not isinstance(x, torch.Tensor) or x.dim() != 4:
-        got = f"{x.dim()}-D" if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{name}: input must be a 4-D (N, C, H, W) tensor, got {got}")
+    _check_4d(name, x)
     if channels is not None and x.shape[1] != channels:
         raise ValueError(f"{name}: input must have {channels} channels (dim 1), got shape {list(x.shape)}")
 
@@ -118,7 +116,10 @@ class FusedSequential(torch.nn.Sequential):
                 else:
                     bn = None
                 relu = j < len(mods) and _is_relu(mods[j])
-                x = conv_bn_act(x, m, bn, relu, self._folds.setdefault(i, _FoldCache()))
+                cache = self._folds.get(i)
+                if cache is None:
+                    cache = self._folds[i] = _FoldCache()
+                x = conv_bn_act(x, m, bn, relu, cache)
                 i = j + (1 if relu else 0)
                 continue
             x = m(x)

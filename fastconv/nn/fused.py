@@ -15,6 +15,7 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch.nn.modules import module as _torch_module
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from .. import ops
@@ -131,10 +132,8 @@ def conv_bn_act(input: torch.Tensor, conv: torch.nn.Conv2d, bn, relu: bool, cach
 
 def _has_hooks(m) -> bool:
     """Hooks (forward hooks, pruning / weight-norm pre-hooks) must see the module run."""
-    from torch.nn.modules import module as _m
-
-    return m is not None and bool(m._forward_hooks or m._forward_pre_hooks or _m._global_forward_hooks
-                                  or _m._global_forward_pre_hooks)
+    return m is not None and bool(m._forward_hooks or m._forward_pre_hooks or _torch_module._global_forward_hooks
+                                  or _torch_module._global_forward_pre_hooks)
 
 
 def _conv_bn_act(input, conv, bn, relu, cache, residual):
