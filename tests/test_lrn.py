@@ -44,6 +44,22 @@ def test_lrn_alexnet_parameters(cpu_capability, shape, layout):
     assert_same_result(g, g_ref)
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("beta", [0.75, 0.5, 1.0, 0.3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_lrn_inf_and_nan_as_torch(cpu_capability, layout, beta, dtype):
+    # An Inf makes every denominator whose window holds it infinite: torch gives 0 there (and
+    # NaN at the Inf itself); a NaN spreads NaN over its windows.
+    x = torch.randn(2, 7, 3, 20, dtype=dtype)
+    x[0, 2, 1, 3] = float("inf")
+    x[0, 5, 2, 17] = float("-inf")
+    x[1, 3, 0, 9] = float("nan")
+    x = to_layout(x, layout)
+    args = (3, 1e-4, beta, 1.0)
+    torch.testing.assert_close(fastconv.local_response_norm(x, *args), F.local_response_norm(x, *args),
+                               equal_nan=True)
+
+
 @pytest.mark.parametrize("shape,layout", [((2, 6, 4, 5), "nchw"), ((2, 7, 3, 4), "channels_last"),
                                           ((3, 5, 6), "nchw"), ((1, 4, 2, 3, 2), "nchw")])
 def test_lrn_gradcheck(cpu_capability, shape, layout):

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 #include "../../common/simd.h"
 #include "lrn_kernels.h"
@@ -30,11 +31,15 @@ constexpr int64_t kBlock = 4096;
 // direct; any other beta calls libm per lane.
 template <class S, class T>
 FASTCONV_ALWAYS_INLINE typename S::V pow_neg_beta(typename S::V base, T beta) {
+  // An infinite base (an Inf in the window) must give 0, as pow does; the reciprocal square
+  // root's Newton step (and rsqrt(rsqrt(inf)) = inf) would make it 0 * inf = NaN.
   if (beta == T(0.75)) {
     const typename S::V a = S::rsqrt(base);
-    return S::mul(S::mul(a, a), S::rsqrt(a));
+    return S::blend(S::gt(base, S::set1(std::numeric_limits<T>::max())), S::mul(S::mul(a, a), S::rsqrt(a)),
+                    S::zero());
   }
-  if (beta == T(0.5)) return S::rsqrt(base);
+  if (beta == T(0.5))
+    return S::blend(S::gt(base, S::set1(std::numeric_limits<T>::max())), S::rsqrt(base), S::zero());
   if (beta == T(1)) return S::div(S::set1(T(1)), base);
   T lanes[S::W];
   S::store_n(lanes, base, S::W);
