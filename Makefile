@@ -5,6 +5,8 @@
 #   make test         Python test suite
 #   make cmake        CMake configure + build + ctest into $(BUILD_DIR)
 #   make sanitize     the C++ kernel tests under AddressSanitizer + UBSan (build-sanitize/)
+#   make cuda-check   nvcc on every csrc/ops/*/*_cuda.cu with the wheel's flags (a spill fails)
+#   make cuda-wheel   the CUDA wheel, built in a torch 2.14.1 (CUDA 13) venv; see README
 #   make bench        full benchmark -> bench.json, bench.png
 #   make bench-quick  quick benchmark (about a minute on 2 cores) -> bench.json, bench.png
 #   make wheel        wheel into dist/
@@ -19,10 +21,10 @@ BUILD_TYPE ?= Release
 # One compile job by default: the machine is shared. Raise it (JOBS=4) when it is yours.
 JOBS ?= 1
 
-.PHONY: help install test cmake sanitize bench bench-quick wheel clean
+.PHONY: help install test cmake sanitize cuda-check cuda-wheel bench bench-quick wheel clean
 
 help:
-	@sed -n '4,11s/^# *//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '4,13s/^# *//p' $(firstword $(MAKEFILE_LIST))
 
 install:
 	$(PYTHON) -m pip install --no-build-isolation -e .
@@ -39,8 +41,23 @@ cmake:
 sanitize:
 	cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=Release -DFASTCONV_SANITIZE=ON \
 	    -DCMAKE_PREFIX_PATH="$$($(PYTHON) -c 'import torch; print(torch.utils.cmake_prefix_path)')"
-	cmake --build build-sanitize -j$(JOBS) --target fastconv_cpp_tests
+	cmake --build build-sanitize -j$(JOBS) --target fastconv_cpp_tests fastconv_simt_tests
 	ctest --test-dir build-sanitize --output-on-failure
+
+# Every kernel file alone, no torch headers (a second each), for each architecture of the wheel.
+NVCC ?= nvcc
+CUDA_ARCHS ?= 80 86 90
+NVCC_FLAGS = -std=c++17 -O3 -Icsrc $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
+	-Xptxas=--warn-on-spills,--warn-on-local-memory-usage,--warning-as-error -Werror all-warnings
+cuda-check:
+	@mkdir -p build-cuda-check
+	@for f in csrc/ops/*/*_cuda.cu; do \
+	  echo "nvcc $$f"; \
+	  $(NVCC) $(NVCC_FLAGS) -c -o build-cuda-check/$$(basename $$f .cu).o $$f || exit 1; \
+	done
+
+cuda-wheel:
+	scripts/build_cuda_wheel.sh
 
 bench:
 	$(PYTHON) -m fastconv bench --json bench.json --plot bench.png
@@ -52,5 +69,5 @@ wheel:
 	$(PYTHON) -m pip wheel --no-build-isolation --no-deps -w dist .
 
 clean:
-	rm -rf $(BUILD_DIR) build-sanitize build dist *.egg-info .pytest_cache
+	rm -rf $(BUILD_DIR) build-sanitize build-cuda-check build dist *.egg-info .pytest_cache
 	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

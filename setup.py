@@ -6,6 +6,9 @@ Environment:
   TORCH_CUDA_ARCH_LIST     CUDA architectures (default "8.0;8.6;9.0").
   MAX_JOBS                 parallel compile jobs (ninja).
   FASTCONV_DEBUG=1         -O0 -g build.
+  FASTCONV_SIMT=1|0        fastconv._simt, the CUDA kernels compiled by g++ for the SIMT emulator
+                           (csrc/common/simt.h) and exposed as torch.ops.fastconv_simt.* for the
+                           tests (default 1; 0 skips it, e.g. for a release wheel).
 
 Per-ISA kernel files (*_avx512.cpp, *_avx2.cpp, *_default.cpp) include no torch headers and are
 compiled here with their own ISA flags, then linked into the extension; the CPU picks one at
@@ -68,6 +71,8 @@ class BuildExtension(cpp_extension.BuildExtension):
         opt = ["-O0", "-g"] if os.environ.get("FASTCONV_DEBUG") == "1" else ["-O3"]
         base = ["-std=c++17", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wno-maybe-uninitialized"] + opt
         for ext in self.extensions:
+            if ext.name != "fastconv._C":
+                continue
             for isa, sources in isa_sources().items():
                 objects = self.compiler.compile(
                     sources, output_dir=self.build_temp, extra_postargs=base + ISA_FLAGS[isa])
@@ -96,7 +101,7 @@ def make_extension():
                   extra_link_args=["-fopenmp"])
     if with_cuda:
         macros.append(("FASTCONV_WITH_CUDA", None))
-        nvcc = ["-O3", "-Xptxas=--warn-on-spills,--warn-on-local-memory-usage,--warning-as-error"]
+        nvcc = ["-O3", "-std=c++17", "-Xptxas=--warn-on-spills,--warn-on-local-memory-usage,--warning-as-error"]
         ext = cpp_extension.CUDAExtension(define_macros=macros,
                                           extra_compile_args={"cxx": cxx, "nvcc": nvcc}, **kwargs)
     else:
@@ -117,12 +122,30 @@ def make_extension():
     return ext
 
 
+def make_simt_extension():
+    mode = os.environ.get("FASTCONV_SIMT", "1")
+    if mode not in ("0", "1"):
+        sys.exit(f"FASTCONV_SIMT must be 0 or 1, got {mode!r}")
+    if mode == "0":
+        return []
+    # Each csrc/ops/<op>/<op>_simt.cpp includes its op's .cu and CUDA glue with
+    # FASTCONV_SIMT_EMU defined; -O2 keeps the emulated kernels quick without a long compile.
+    sources = rel(glob.glob(os.path.join(ROOT, "csrc", "simt", "*.cpp"))
+                  + glob.glob(os.path.join(ROOT, "csrc", "ops", "*", "*_simt.cpp")))
+    debug = os.environ.get("FASTCONV_DEBUG") == "1"
+    cxx = (["-O0", "-g"] if debug else ["-O2"]) + ["-Wall"]
+    print(f"  SIMT emulator  fastconv._simt from {len(sources)} sources")
+    return [cpp_extension.CppExtension(name="fastconv._simt", sources=sources,
+                                       include_dirs=[os.path.join(ROOT, "csrc")],
+                                       extra_compile_args={"cxx": cxx})]
+
+
 setup(
     name="fastconv",
     version=VERSION,
     description="C++/CUDA-accelerated PyTorch ops for classic CNNs",
     packages=find_packages(include=["fastconv", "fastconv.*"]),
-    ext_modules=[make_extension()],
+    ext_modules=[make_extension()] + make_simt_extension(),
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     python_requires=">=3.10",
     install_requires=["torch>=2.4"],
