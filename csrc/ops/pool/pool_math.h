@@ -88,5 +88,30 @@ FASTCONV_HOST_DEVICE_INLINE InteriorRange interior_outputs(int64_t out, int64_t 
   return {lo < hi ? lo : hi, hi};
 }
 
+// Outputs [first, last] (empty when first > last) of a sliding window whose span
+// [o * stride - pad, o * stride - pad + (kernel - 1) * dilation] holds input index i, clipped
+// to [0, out). With dilation some of them step over i; a backward gather that checks what
+// it reads (an argmax) or that runs without dilation (average) can loop over them all.
+struct OutputRange {
+  int64_t first, last;
+};
+FASTCONV_HOST_DEVICE_INLINE OutputRange outputs_covering(int64_t i, int64_t stride, int64_t pad,
+                                                         int64_t kernel, int64_t dilation,
+                                                         int64_t out) {
+  const int64_t lowest = i + pad - (kernel - 1) * dilation;  // o * stride may not be below it
+  const int64_t first = lowest <= 0 ? 0 : (lowest + stride - 1) / stride;
+  const int64_t last = (i + pad) / stride;  // i + pad >= 0
+  return {first, last < out - 1 ? last : out - 1};
+}
+
+// Adaptive pooling: the outputs [first, last] of `out` whose bin [adaptive_start,
+// adaptive_end) of `in` holds input index i (0 <= i < in). Exact, and never empty when out > 0:
+// start(o) <= i  <=>  o * in <= (i + 1) * out - 1, and end(o) > i  <=>  o >= i * out / in.
+FASTCONV_HOST_DEVICE_INLINE OutputRange adaptive_outputs_covering(int64_t i, int64_t out, int64_t in) {
+  const int64_t first = (i * out) / in;
+  const int64_t last = ((i + 1) * out - 1) / in;
+  return {first, last < out - 1 ? last : out - 1};
+}
+
 }  // namespace pool
 }  // namespace fastconv
