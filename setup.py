@@ -89,7 +89,7 @@ def make_extension():
     cuda_sources = []
     if with_cuda:
         cuda_sources = rel(glob.glob(os.path.join(ROOT, "csrc", "ops", "*", "*_cuda.cu"))
-                           + glob.glob(os.path.join(ROOT, "csrc", "ops", "*", "*_cuda.cpp")))
+                           + glob.glob(os.path.join(ROOT, "csrc", "ops", "*", "*_cuda_glue.cpp")))
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;8.6;9.0")
     debug = os.environ.get("FASTCONV_DEBUG") == "1"
     cxx = ["-O0", "-g"] if debug else ["-O3"]

@@ -1,7 +1,7 @@
 // The fastconv operator table: every schema, once. Two libraries define it: `fastconv`
 // (csrc/library.cpp; the real ops, CPU and CUDA backends) and `fastconv_simt` (csrc/simt/module.cpp;
 // the CUDA kernels run by the SIMT emulator on CPU tensors, for tests). Backends register
-// implementations in their own files (csrc/ops/<op>/<op>_cpu.cpp, <op>_cuda.cpp) with
+// implementations in their own files (csrc/ops/<op>/<op>_cpu.cpp, <op>_cuda_glue.cpp) with
 // TORCH_LIBRARY_IMPL; autograd formulas and fake (meta) kernels are registered from Python
 // (fastconv/ops/).
 #pragma once

@@ -1,4 +1,4 @@
-// What the CUDA glue (<op>_cuda.cpp) needs from the backend, for both of its builds:
+// What the CUDA glue (<op>_cuda_glue.cpp) needs from the backend, for both of its builds:
 //   the CUDA extension: the current stream, a device guard, registrations for the CUDA key;
 //   the SIMT emulator (FASTCONV_SIMT_EMU): CPU tensors, no stream, registrations for the CPU
 //   key of the `fastconv_simt` namespace, so tests can call the emulated kernels side by side
@@ -6,6 +6,7 @@
 // Only c10/cuda headers: ATen/cuda/CUDAContext.h drags in cuSPARSE headers this toolkit lacks.
 #pragma once
 
+#include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
 #include "simt.h"
@@ -39,3 +40,16 @@
   } while (0)
 
 #endif
+
+namespace fastconv {
+
+// A contiguous kernel result in the layout the CPU op returns, allocated as the CPU op
+// allocates it so the strides match too (also those of size-1 dimensions).
+inline at::Tensor in_memory_format(const at::Tensor& t, at::MemoryFormat fmt) {
+  if (fmt == at::MemoryFormat::Contiguous) return t;
+  at::Tensor out = at::empty(t.sizes(), t.options().memory_format(fmt));
+  out.copy_(t);
+  return out;
+}
+
+}  // namespace fastconv

@@ -4,6 +4,8 @@
 
 #include <ATen/ATen.h>
 
+#include <optional>
+
 #include "conv_math.h"
 
 namespace fastconv {
@@ -66,6 +68,37 @@ inline ConvParams check_conv(const char* op, const at::Tensor& input, const at::
                     (p.KW - 1) * p.dw + 1, " is larger than the padded input ", p.H + p.pt + p.pb, "x",
                     p.W + p.pl + p.pr);
   return p;
+}
+
+// conv2d_fused's epilogue operands: per-output-channel bias, scale and shift of shape (OC,), and
+// a residual of the output's shape, each optional and each with input's dtype and device.
+inline void check_epilogue(const char* op, const ConvParams& p, const at::Tensor& input,
+                           const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& scale,
+                           const std::optional<at::Tensor>& shift, const std::optional<at::Tensor>& residual) {
+  auto check_vec = [&](const std::optional<at::Tensor>& t, const char* name) {
+    if (!t.has_value()) return;
+    check_same(op, name, *t, input);
+    TORCH_CHECK_VALUE(t->dim() == 1 && t->size(0) == p.OC, op, ": ", name,
+                      " must have shape (out_channels,) = (", p.OC, ",), got ", t->sizes());
+  };
+  check_vec(bias, "bias");
+  check_vec(scale, "scale");
+  check_vec(shift, "shift");
+  if (residual.has_value()) {
+    check_same(op, "residual", *residual, input);
+    TORCH_CHECK_VALUE(residual->sizes() == at::IntArrayRef({p.N, p.OC, p.OH, p.OW}), op,
+                      ": residual must have the output's shape (", p.N, ", ", p.OC, ", ", p.OH, ", ", p.OW,
+                      "), got ", residual->sizes());
+  }
+}
+
+// conv2d_backward's grad_output: input's dtype and device, the output's shape.
+inline void check_grad_output(const char* op, const ConvParams& p, const at::Tensor& grad_output,
+                              const at::Tensor& input) {
+  check_same(op, "grad_output", grad_output, input);
+  TORCH_CHECK_VALUE(grad_output.sizes() == at::IntArrayRef({p.N, p.OC, p.OH, p.OW}), op,
+                    ": grad_output must have the output's shape (", p.N, ", ", p.OC, ", ", p.OH, ", ", p.OW,
+                    "), got ", grad_output.sizes());
 }
 
 inline bool wants_channels_last(const at::Tensor& input, const at::Tensor& weight) {

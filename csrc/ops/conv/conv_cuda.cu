@@ -78,7 +78,7 @@ struct ForwardProblem {
     if (ep.scale) v *= ep.scale[oc];
     if (ep.shift) v += ep.shift[oc];
     if (ep.residual) v += ep.residual[at];
-    if (ep.relu) v = v > T(0) ? v : (v == v ? T(0) : v);  // NaN passes, as torch's relu
+    if (ep.relu) v = v > T(0) ? v : (v == v ? T(0) : v);  // NaN passes, -0.0 becomes +0.0, as on the CPU
     y[at] = v;
   }
 };
@@ -196,10 +196,11 @@ __device__ __forceinline__ void tile_product(const P& prob, int64_t g, int64_t m
   }
 }
 
+// y_offset / z_offset: the first column tile / z-slice of this launch (see launch_tiles).
 template <class T, class P>
-__global__ void __launch_bounds__(kThreads) gemm_kernel(P prob, int64_t group_offset) {
-  const int64_t g = group_offset + blockIdx.z;
-  const int64_t m0 = int64_t(blockIdx.x) * kBM, n0 = int64_t(blockIdx.y) * kBN;
+__global__ void __launch_bounds__(kThreads) gemm_kernel(P prob, int64_t y_offset, int64_t z_offset) {
+  const int64_t g = z_offset + blockIdx.z;
+  const int64_t m0 = int64_t(blockIdx.x) * kBM, n0 = (y_offset + blockIdx.y) * kBN;
   T acc[kTM][kTN];
   tile_product<T>(prob, g, m0, n0, 0, prob.depth(), acc);
   const int tx = threadIdx.x % kTX, ty = threadIdx.x / kTX;
@@ -210,16 +211,16 @@ __global__ void __launch_bounds__(kThreads) gemm_kernel(P prob, int64_t group_of
     }
 }
 
-// z = group * slices + slice (z_offset: the chunk's first z, see launch_tiles).
+// z = group * slices + slice.
 template <class T>
 __global__ void __launch_bounds__(kThreads) weight_grad_kernel(WeightGradProblem<T> prob, int64_t slices,
-                                                               int64_t slice_len, int64_t z_offset) {
+                                                               int64_t slice_len, int64_t y_offset, int64_t z_offset) {
   const int64_t z = z_offset + blockIdx.z;
   const int64_t g = z / slices, slice = z - g * slices;
   const int64_t k_begin = slice * slice_len;
   int64_t k_end = k_begin + slice_len;
   if (k_end > prob.depth()) k_end = prob.depth();
-  const int64_t m0 = int64_t(blockIdx.x) * kBM, n0 = int64_t(blockIdx.y) * kBN;
+  const int64_t m0 = int64_t(blockIdx.x) * kBM, n0 = (y_offset + blockIdx.y) * kBN;
   T acc[kTM][kTN];
   tile_product<T>(prob, g, m0, n0, k_begin, k_end, acc);
   const int tx = threadIdx.x % kTX, ty = threadIdx.x / kTX;
@@ -264,16 +265,21 @@ __global__ void __launch_bounds__(kThreads) bias_grad_kernel(const T* gy, int64_
 
 inline unsigned blocks_for(int64_t n, int64_t per) { return unsigned((n + per - 1) / per); }
 
-// Launches kernel k over rows x cols tiles and `groups` z-slices, in chunks of at most
-// 65535 z-slices (the grid limit); `extra` forwards the kernel's trailing arguments.
+// Launches kernel k over rows x cols tiles and `zs` z-slices, in chunks of at most 65535
+// column tiles and z-slices (the grid's y / z limits); `extra` forwards the kernel's other
+// trailing arguments before the two offsets.
 template <class K, class P, class... Extra>
 cudaError_t launch_tiles(K k, const P& prob, int64_t rows, int64_t cols, int64_t zs, cudaStream_t stream,
                          Extra... extra) {
   if (rows <= 0 || cols <= 0 || zs <= 0) return cudaGetLastError();
+  const int64_t ytiles = (cols + kBN - 1) / kBN;
   for (int64_t z0 = 0; z0 < zs; z0 += kMaxGridYZ) {
     const int64_t nz = zs - z0 < int64_t(kMaxGridYZ) ? zs - z0 : int64_t(kMaxGridYZ);
-    const dim3 grid(blocks_for(rows, kBM), blocks_for(cols, kBN), unsigned(nz));
-    FASTCONV_LAUNCH(k, grid, dim3(kThreads), 0, stream, prob, extra..., z0);
+    for (int64_t y0 = 0; y0 < ytiles; y0 += kMaxGridYZ) {
+      const int64_t ny = ytiles - y0 < int64_t(kMaxGridYZ) ? ytiles - y0 : int64_t(kMaxGridYZ);
+      const dim3 grid(blocks_for(rows, kBM), unsigned(ny), unsigned(nz));
+      FASTCONV_LAUNCH(k, grid, dim3(kThreads), 0, stream, prob, extra..., y0, z0);
+    }
   }
   return cudaGetLastError();
 }

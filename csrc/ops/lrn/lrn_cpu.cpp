@@ -7,6 +7,7 @@
 #include <functional>
 
 #include "../../common/dispatch.h"
+#include "lrn_checks.h"
 #include "lrn_kernels.h"
 
 namespace fastconv {
@@ -26,29 +27,6 @@ const LrnKernels<double>* select_kernels<double>() {
   return pick_kernels(lrn_kernels_avx512_double(), lrn_kernels_avx2_double(), lrn_kernels_default_double());
 }
 
-LrnParams check_lrn(const char* op, const at::Tensor& input, int64_t size, double alpha, double beta,
-                    double k) {
-  TORCH_CHECK_VALUE(input.dim() >= 3, op, ": input must have 3 or more dimensions (N, C, ...), got ",
-                    input.dim(), " (shape ", input.sizes(), ")");
-  TORCH_CHECK_VALUE(size >= 1, op, ": size must be >= 1, got ", size);
-  const auto t = input.scalar_type();
-  TORCH_CHECK_VALUE(t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf, op,
-                    ": input must be float32, float64, bfloat16 or float16, got ", t);
-  LrnParams p;
-  p.batch = input.size(0);
-  p.channels = input.size(1);
-  p.inner = input.numel() == 0 ? 0 : input.numel() / (p.batch * p.channels);
-  p.size = size;
-  p.alpha = alpha;
-  p.beta = beta;
-  p.k = k;
-  return p;
-}
-
-bool channels_last(const at::Tensor& t) {
-  return t.dim() == 4 && t.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
-}
-
 // An image's LRN touches C * inner elements; split the batch so each task has some work.
 void parallel_over_images(const LrnParams& p, const std::function<void(int64_t, int64_t)>& body) {
   const int64_t per_image = std::max<int64_t>(1, p.channels * p.inner);
@@ -63,7 +41,7 @@ at::Tensor local_response_norm_cpu(const at::Tensor& input, int64_t size, double
     return local_response_norm_cpu(input.to(at::kFloat), size, alpha, beta, k).to(input.scalar_type());
   }
   const bool cl = channels_last(input);
-  const at::MemoryFormat fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const at::MemoryFormat fmt = format_of(input);
   const at::Tensor x = input.contiguous(fmt);
   at::Tensor y = at::empty(input.sizes(), input.options().memory_format(fmt));
   if (y.numel() == 0) return y;
@@ -81,17 +59,13 @@ at::Tensor local_response_norm_backward_cpu(const at::Tensor& grad_output, const
                                             int64_t size, double alpha, double beta, double k) {
   const char* op = "local_response_norm_backward";
   const LrnParams p = check_lrn(op, input, size, alpha, beta, k);
-  TORCH_CHECK_VALUE(grad_output.sizes() == input.sizes(), op, ": grad_output must have shape ",
-                    input.sizes(), ", got ", grad_output.sizes());
-  TORCH_CHECK_VALUE(grad_output.scalar_type() == input.scalar_type(), op,
-                    ": grad_output must have the dtype of input (", input.scalar_type(), "), got ",
-                    grad_output.scalar_type());
+  check_grad_output(op, grad_output, input);
   if (is_reduced_precision(input)) {
     return local_response_norm_backward_cpu(grad_output.to(at::kFloat), input.to(at::kFloat), size,
                                             alpha, beta, k).to(input.scalar_type());
   }
   const bool cl = channels_last(input);
-  const at::MemoryFormat fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const at::MemoryFormat fmt = format_of(input);
   const at::Tensor x = input.contiguous(fmt);
   const at::Tensor g = grad_output.contiguous(fmt);
   at::Tensor gx = at::empty(input.sizes(), input.options().memory_format(fmt));

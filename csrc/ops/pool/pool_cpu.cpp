@@ -76,13 +76,7 @@ Pool2dParams with_streaming(Pool2dParams p, int64_t output_bytes) {
   return p;
 }
 
-at::Tensor widened(const at::Tensor& t) { return t.to(at::kFloat); }
-
 // --------------------------------------------------------------------------- max pooling
-
-// Which argmax a forward keeps: none (inference), torch's int64 (returned to users), or the
-// compact int32 of the training path (when a plane has fewer than 2^31 cells).
-enum class ArgmaxKind { None, Int64, Compact };
 
 template <class scalar_t, class I>
 void run_max_forward(const Prepared& x, const Pool2dParams& p, at::Tensor& out, I* ix,
@@ -132,25 +126,8 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_impl(const at::Tensor& input, at::
   return {finish(out, x.unbatched), indices.defined() ? finish(indices, x.unbatched) : indices};
 }
 
-at::Tensor max_pool2d_cpu(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
-                          at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
-  return std::get<0>(max_pool2d_impl(input, kernel_size, stride, padding, dilation, ceil_mode,
-                                     ArgmaxKind::None, "max_pool2d"));
-}
-
-std::tuple<at::Tensor, at::Tensor> max_pool2d_with_indices_cpu(
-    const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
-    at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
-  return max_pool2d_impl(input, kernel_size, stride, padding, dilation, ceil_mode,
-                         ArgmaxKind::Int64, "max_pool2d_with_indices");
-}
-
-std::tuple<at::Tensor, at::Tensor> max_pool2d_with_argmax_cpu(
-    const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
-    at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
-  return max_pool2d_impl(input, kernel_size, stride, padding, dilation, ceil_mode,
-                         ArgmaxKind::Compact, "max_pool2d_with_argmax");
-}
+// max_pool2d, max_pool2d_with_indices, max_pool2d_with_argmax.
+using MaxPool2dCpu = MaxPool2dOps<max_pool2d_impl>;
 
 template <class scalar_t, class I>
 void run_max_backward(const Prepared& x, const Pool2dParams& p, const at::Tensor& go, const at::Tensor& ix,
@@ -178,16 +155,13 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
                                    at::IntArrayRef stride, at::IntArrayRef padding,
                                    at::IntArrayRef dilation, bool ceil_mode) {
   const char* op = "max_pool2d_backward";
-  const Pool2dParams p0 = check_max_pool2d(op, input, kernel_size, stride, padding, dilation, ceil_mode);
-  check_grad_output(op, grad_output, input, p0);
-  check_same_shape(op, "indices", indices, grad_output);
+  const Pool2dParams p0 = check_max_pool2d_backward(op, grad_output, input, indices, kernel_size, stride, padding,
+                                                    dilation, ceil_mode);
   if (is_reduced_precision(input)) {
     return max_pool2d_backward_cpu(widened(grad_output), widened(input), indices, kernel_size, stride,
                                    padding, dilation, ceil_mode).to(input.scalar_type());
   }
-  TORCH_CHECK_VALUE(indices.scalar_type() == at::kLong || indices.scalar_type() == at::kInt, op,
-                    ": indices must be int64 (or the int32 argmax of max_pool2d_with_argmax), got ",
-                    indices.scalar_type());
+  check_indices_dtype(op, indices);
   Prepared x = prepare_input(input);
   const at::Tensor go = (x.unbatched ? grad_output.unsqueeze(0) : grad_output).contiguous(x.format);
   const at::Tensor ix = (x.unbatched ? indices.unsqueeze(0) : indices).contiguous(x.format);
@@ -241,9 +215,8 @@ at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
                                    at::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
                                    std::optional<int64_t> divisor_override) {
   const char* op = "avg_pool2d_backward";
-  const Pool2dParams p0 = check_avg_pool2d(op, input, kernel_size, stride, padding, ceil_mode,
-                                           count_include_pad, divisor_override);
-  check_grad_output(op, grad_output, input, p0);
+  const Pool2dParams p0 = check_avg_pool2d_backward(op, grad_output, input, kernel_size, stride, padding, ceil_mode,
+                                                    count_include_pad, divisor_override);
   if (is_reduced_precision(input)) {
     return avg_pool2d_backward_cpu(widened(grad_output), widened(input), kernel_size, stride, padding,
                                    ceil_mode, count_include_pad, divisor_override).to(input.scalar_type());
@@ -294,12 +267,7 @@ at::Tensor adaptive_avg_pool2d_cpu(const at::Tensor& input, at::IntArrayRef outp
 
 at::Tensor adaptive_avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input) {
   const char* op = "adaptive_avg_pool2d_backward";
-  TORCH_CHECK(grad_output.dim() == input.dim(), op, ": grad_output must have ", input.dim(),
-              " dimensions like input, got ", grad_output.dim());
-  const int64_t d = grad_output.dim();
-  const Pool2dParams p = check_adaptive_avg_pool2d(
-      op, input, {grad_output.size(d - 2), grad_output.size(d - 1)});
-  check_grad_output(op, grad_output, input, p);
+  const Pool2dParams p = check_adaptive_avg_pool2d_backward(op, grad_output, input);
   if (is_reduced_precision(input)) {
     return adaptive_avg_pool2d_backward_cpu(widened(grad_output), widened(input)).to(input.scalar_type());
   }
@@ -328,9 +296,9 @@ at::Tensor adaptive_avg_pool2d_backward_cpu(const at::Tensor& grad_output, const
 
 TORCH_LIBRARY_IMPL(fastconv, CPU, m) {
   using namespace fastconv::pool;
-  m.impl("max_pool2d", &max_pool2d_cpu);
-  m.impl("max_pool2d_with_indices", &max_pool2d_with_indices_cpu);
-  m.impl("max_pool2d_with_argmax", &max_pool2d_with_argmax_cpu);
+  m.impl("max_pool2d", &MaxPool2dCpu::max_pool2d);
+  m.impl("max_pool2d_with_indices", &MaxPool2dCpu::max_pool2d_with_indices);
+  m.impl("max_pool2d_with_argmax", &MaxPool2dCpu::max_pool2d_with_argmax);
   m.impl("max_pool2d_backward", &max_pool2d_backward_cpu);
   m.impl("avg_pool2d", &avg_pool2d_cpu);
   m.impl("avg_pool2d_backward", &avg_pool2d_backward_cpu);

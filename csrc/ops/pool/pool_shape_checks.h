@@ -1,11 +1,14 @@
 // Argument validation for the pooling ops, host side (TORCH_CHECK). Every message names the
 // argument and the rule. The rules are torch's, so anything torch.nn.functional rejects is
-// rejected here too, and nothing it accepts is.
+// rejected here too, and nothing it accepts is. Shared by the CPU and CUDA glue (pool_cpu.cpp,
+// pool_cuda_glue.cpp), with the few glue pieces both need (the max-pool op wrappers below).
 #pragma once
 
 #include <ATen/ATen.h>
 
 #include <optional>
+#include <tuple>
+#include <vector>
 
 #include "pool_math.h"
 
@@ -122,6 +125,88 @@ inline void check_grad_output(const char* op, const at::Tensor& grad_output, con
                     ": grad_output must have the dtype of input (", input.scalar_type(), "), got ",
                     grad_output.scalar_type());
 }
+
+// The checks of the backward ops, before they look at the data: those of the forward, then
+// grad_output's (and indices') shape.
+
+inline Pool2dParams check_max_pool2d_backward(const char* op, const at::Tensor& grad_output,
+                                              const at::Tensor& input, const at::Tensor& indices,
+                                              at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                              at::IntArrayRef padding, at::IntArrayRef dilation,
+                                              bool ceil_mode) {
+  const Pool2dParams p = check_max_pool2d(op, input, kernel_size, stride, padding, dilation, ceil_mode);
+  check_grad_output(op, grad_output, input, p);
+  check_same_shape(op, "indices", indices, grad_output);
+  return p;
+}
+
+// Checked once the computation dtype is settled (float16 / bfloat16 recurse in float32 first).
+inline void check_indices_dtype(const char* op, const at::Tensor& indices) {
+  TORCH_CHECK_VALUE(indices.scalar_type() == at::kLong || indices.scalar_type() == at::kInt, op,
+                    ": indices must be int64 (or the int32 argmax of max_pool2d_with_argmax), got ",
+                    indices.scalar_type());
+}
+
+inline Pool2dParams check_avg_pool2d_backward(const char* op, const at::Tensor& grad_output,
+                                              const at::Tensor& input, at::IntArrayRef kernel_size,
+                                              at::IntArrayRef stride, at::IntArrayRef padding, bool ceil_mode,
+                                              bool count_include_pad, std::optional<int64_t> divisor_override) {
+  const Pool2dParams p = check_avg_pool2d(op, input, kernel_size, stride, padding, ceil_mode,
+                                          count_include_pad, divisor_override);
+  check_grad_output(op, grad_output, input, p);
+  return p;
+}
+
+// The output size is grad_output's.
+inline Pool2dParams check_adaptive_avg_pool2d_backward(const char* op, const at::Tensor& grad_output,
+                                                       const at::Tensor& input) {
+  TORCH_CHECK(grad_output.dim() == input.dim(), op, ": grad_output must have ", input.dim(),
+              " dimensions like input, got ", grad_output.dim());
+  const int64_t d = grad_output.dim();
+  const Pool2dParams p = check_adaptive_avg_pool2d(
+      op, input, {grad_output.size(d - 2), grad_output.size(d - 1)});
+  check_grad_output(op, grad_output, input, p);
+  return p;
+}
+
+// --------------------------------------------------------------------------- glue pieces
+
+// float16 / bfloat16 are computed in float32 and rounded back once.
+inline at::Tensor widened(const at::Tensor& t) { return t.to(at::kFloat); }
+
+// Which argmax a max-pool forward keeps: none (inference), torch's int64 (returned to users), or
+// the compact int32 of the training path (when a plane has fewer than 2^31 cells).
+enum class ArgmaxKind { None, Int64, Compact };
+
+using MaxPool2dImpl = std::tuple<at::Tensor, at::Tensor>(const at::Tensor& input, at::IntArrayRef kernel_size,
+                                                         at::IntArrayRef stride, at::IntArrayRef padding,
+                                                         at::IntArrayRef dilation, bool ceil_mode,
+                                                         ArgmaxKind kind, const char* op);
+
+// The three max-pool forward ops over one backend's max_pool2d_impl: each its argmax kind and
+// the op name its checks report.
+template <MaxPool2dImpl* Impl>
+struct MaxPool2dOps {
+  static at::Tensor max_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                               at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
+    return std::get<0>(Impl(input, kernel_size, stride, padding, dilation, ceil_mode, ArgmaxKind::None,
+                            "max_pool2d"));
+  }
+
+  static std::tuple<at::Tensor, at::Tensor> max_pool2d_with_indices(
+      const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+      at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
+    return Impl(input, kernel_size, stride, padding, dilation, ceil_mode, ArgmaxKind::Int64,
+                "max_pool2d_with_indices");
+  }
+
+  static std::tuple<at::Tensor, at::Tensor> max_pool2d_with_argmax(
+      const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+      at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
+    return Impl(input, kernel_size, stride, padding, dilation, ceil_mode, ArgmaxKind::Compact,
+                "max_pool2d_with_argmax");
+  }
+};
 
 }  // namespace pool
 }  // namespace fastconv

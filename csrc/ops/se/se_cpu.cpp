@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "../../common/dispatch.h"
+#include "se_checks.h"
 #include "se_kernels.h"
 
 namespace fastconv {
@@ -28,56 +29,7 @@ const SeKernels<double>* select_kernels<double>() {
   return pick_kernels(se_kernels_avx512_double(), se_kernels_avx2_double(), se_kernels_default_double());
 }
 
-bool channels_last(const at::Tensor& t) {
-  return t.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
-}
-
-at::MemoryFormat format_of(const at::Tensor& t) {
-  return channels_last(t) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-}
-
-void check_dtype(const char* op, const char* name, const at::Tensor& t) {
-  const auto s = t.scalar_type();
-  TORCH_CHECK_VALUE(s == at::kFloat || s == at::kDouble || s == at::kBFloat16 || s == at::kHalf, op, ": ", name,
-                    " must be float32, float64, bfloat16 or float16, got ", s);
-}
-
-void check_like(const char* op, const char* name, const at::Tensor& t, const at::Tensor& like) {
-  TORCH_CHECK_VALUE(t.sizes() == like.sizes(), op, ": ", name, " must have the shape of input ", like.sizes(),
-                    ", got ", t.sizes());
-  TORCH_CHECK_VALUE(t.scalar_type() == like.scalar_type(), op, ": ", name, " must have the dtype of input (",
-                    like.scalar_type(), "), got ", t.scalar_type());
-  TORCH_CHECK_VALUE(t.device() == like.device(), op, ": ", name, " must be on the device of input (",
-                    like.device(), "), got ", t.device());
-}
-
-// input (N, C, H, W); per-channel tensors (N, C).
-SeParams check_se(const char* op, const at::Tensor& input) {
-  TORCH_CHECK_VALUE(input.dim() == 4, op, ": input must be 4-D (N, C, H, W), got ", input.dim(), "-D (shape ",
-                    input.sizes(), ")");
-  check_dtype(op, "input", input);
-  SeParams p;
-  p.batch = input.size(0);
-  p.channels = input.size(1);
-  p.inner = input.size(2) * input.size(3);
-  return p;
-}
-
-void check_per_channel(const char* op, const char* name, const at::Tensor& t, const at::Tensor& input) {
-  TORCH_CHECK_VALUE(t.dim() == 2 && t.size(0) == input.size(0) && t.size(1) == input.size(1), op, ": ", name,
-                    " must have shape (N, C) = (", input.size(0), ", ", input.size(1), "), got ", t.sizes());
-  TORCH_CHECK_VALUE(t.scalar_type() == input.scalar_type(), op, ": ", name, " must have the dtype of input (",
-                    input.scalar_type(), "), got ", t.scalar_type());
-  TORCH_CHECK_VALUE(t.device() == input.device(), op, ": ", name, " must be on the device of input (",
-                    input.device(), "), got ", t.device());
-}
-
 at::Tensor as_float(const at::Tensor& t) { return t.defined() ? t.to(at::kFloat) : t; }
-
-const at::Tensor& value_or_undefined(const std::optional<at::Tensor>& t) {
-  static const at::Tensor undefined;
-  return t.has_value() ? *t : undefined;
-}
 
 // Channels per channels-last reduction item when the threads split an image: enough items for
 // two threads even at batch 1, and a chunk's sums (512 B) stay in L1 while the rows stream by.
@@ -112,10 +64,8 @@ void reduction(const SeParams& p, bool cl, int64_t chunk, int64_t n0, int64_t n1
 at::Tensor channel_scale_cpu(const at::Tensor& input, const at::Tensor& scale,
                              const std::optional<at::Tensor>& residual_opt, bool relu) {
   const char* op = "channel_scale";
-  const SeParams p = check_se(op, input);
-  check_per_channel(op, "scale", scale, input);
   const at::Tensor& residual = value_or_undefined(residual_opt);
-  if (residual.defined()) check_like(op, "residual", residual, input);
+  const SeParams p = check_channel_scale(op, input, scale, residual);
   if (is_reduced_precision(input)) {
     return channel_scale_cpu(input.to(at::kFloat), scale.to(at::kFloat),
                              residual.defined() ? std::optional<at::Tensor>(residual.to(at::kFloat)) : std::nullopt,
@@ -148,10 +98,8 @@ std::tuple<at::Tensor, at::Tensor> channel_scale_grad_scale_cpu(const at::Tensor
                                                                 const std::optional<at::Tensor>& output_opt,
                                                                 bool residual_grad) {
   const char* op = "channel_scale_grad_scale";
-  const SeParams p = check_se(op, input);
-  check_like(op, "grad_output", grad_output, input);
   const at::Tensor& output = value_or_undefined(output_opt);
-  if (output.defined()) check_like(op, "output", output, input);
+  const SeParams p = check_channel_scale_grad_scale(op, grad_output, input, output);
   if (is_reduced_precision(input)) {
     auto [gs, gr] = channel_scale_grad_scale_cpu(
         grad_output.to(at::kFloat), input.to(at::kFloat),
@@ -191,12 +139,9 @@ at::Tensor channel_scale_grad_input_cpu(const at::Tensor& grad_output, const at:
                                         const std::optional<at::Tensor>& shift_opt,
                                         const std::optional<at::Tensor>& output_opt) {
   const char* op = "channel_scale_grad_input";
-  const SeParams p = check_se(op, grad_output);
-  check_per_channel(op, "scale", scale, grad_output);
   const at::Tensor& shift = value_or_undefined(shift_opt);
   const at::Tensor& output = value_or_undefined(output_opt);
-  if (shift.defined()) check_per_channel(op, "shift", shift, grad_output);
-  if (output.defined()) check_like(op, "output", output, grad_output);
+  const SeParams p = check_channel_scale_grad_input(op, grad_output, scale, shift, output);
   if (is_reduced_precision(grad_output)) {
     return channel_scale_grad_input_cpu(
                grad_output.to(at::kFloat), scale.to(at::kFloat),
@@ -231,31 +176,6 @@ at::Tensor channel_scale_grad_input_cpu(const at::Tensor& grad_output, const at:
 
 // ---- the whole SE block
 
-void check_block(const char* op, const at::Tensor& input, const at::Tensor& w1, const at::Tensor& w2) {
-  const int64_t c = input.size(1);
-  TORCH_CHECK_VALUE(input.size(2) * input.size(3) > 0, op, ": input must have H * W > 0 to be squeezed, got shape ",
-                    input.sizes());
-  TORCH_CHECK_VALUE(w1.dim() == 2 && w1.size(1) == c && w1.size(0) >= 1, op,
-                    ": fc1_weight must have shape (C/r, C) with C = ", c, ", got ", w1.sizes());
-  TORCH_CHECK_VALUE(w2.dim() == 2 && w2.size(0) == c && w2.size(1) == w1.size(0), op,
-                    ": fc2_weight must have shape (C, C/r) = (", c, ", ", w1.size(0), "), got ", w2.sizes());
-  for (const auto* t : {&w1, &w2}) {
-    TORCH_CHECK_VALUE(t->scalar_type() == input.scalar_type() && t->device() == input.device(), op,
-                      ": the excitation weights must have input's dtype and device (", input.scalar_type(), ", ",
-                      input.device(), "), got (", t->scalar_type(), ", ", t->device(), ")");
-  }
-}
-
-void check_vector(const char* op, const char* name, const at::Tensor& t, int64_t n, const at::Tensor& input) {
-  TORCH_CHECK_VALUE(t.dim() == 1 && t.size(0) == n, op, ": ", name, " must have shape (", n, ",), got ", t.sizes());
-  TORCH_CHECK_VALUE(t.scalar_type() == input.scalar_type() && t.device() == input.device(), op, ": ", name,
-                    " must have input's dtype and device, got (", t.scalar_type(), ", ", t.device(), ")");
-}
-
-std::optional<at::Tensor> opt_float(const at::Tensor& t) {
-  return t.defined() ? std::optional<at::Tensor>(t.to(at::kFloat)) : std::nullopt;
-}
-
 // One image per task when there are at least as many images as threads, so an image's second
 // pass finds it in cache; else the phases run over the whole batch, the threads inside each.
 bool image_by_image(const SeParams& p) { return p.batch >= at::get_num_threads(); }
@@ -283,15 +203,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> se_block_cpu(
     const at::Tensor& input, const at::Tensor& w1, const std::optional<at::Tensor>& b1_opt, const at::Tensor& w2,
     const std::optional<at::Tensor>& b2_opt, const std::optional<at::Tensor>& residual_opt) {
   const char* op = "squeeze_excitation";
-  const SeParams p = check_se(op, input);
-  check_block(op, input, w1, w2);
-  const int64_t cr = w1.size(0);
   const at::Tensor& b1 = value_or_undefined(b1_opt);
   const at::Tensor& b2 = value_or_undefined(b2_opt);
   const at::Tensor& residual = value_or_undefined(residual_opt);
-  if (b1.defined()) check_vector(op, "fc1_bias", b1, cr, input);
-  if (b2.defined()) check_vector(op, "fc2_bias", b2, p.channels, input);
-  if (residual.defined()) check_like(op, "residual", residual, input);
+  const SeParams p = check_squeeze_excitation(op, input, w1, b1, w2, b2, residual);
+  const int64_t cr = w1.size(0);
   if (is_reduced_precision(input)) {
     auto [y, pooled, hidden, scale] = se_block_cpu(input.to(at::kFloat), w1.to(at::kFloat), opt_float(b1),
                                                    w2.to(at::kFloat), opt_float(b2), opt_float(residual));
@@ -344,15 +260,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> se_block_backward_cpu
     const at::Tensor& hidden, const at::Tensor& scale, const std::optional<at::Tensor>& output_opt,
     std::array<bool, 2> output_mask) {
   const char* op = "squeeze_excitation_backward";
-  const SeParams p = check_se(op, input);
-  check_block(op, input, w1, w2);
-  check_like(op, "grad_output", grad_output, input);
-  const int64_t cr = w1.size(0);
-  check_per_channel(op, "scale", scale, input);
-  TORCH_CHECK_VALUE(hidden.dim() == 2 && hidden.size(0) == p.batch && hidden.size(1) == cr, op,
-                    ": hidden must have shape (N, C/r) = (", p.batch, ", ", cr, "), got ", hidden.sizes());
   const at::Tensor& output = value_or_undefined(output_opt);
-  if (output.defined()) check_like(op, "output", output, input);
+  const SeParams p = check_squeeze_excitation_backward(op, grad_output, input, w1, w2, hidden, scale, output);
+  const int64_t cr = w1.size(0);
   const bool want_gi = output_mask[0];
   const bool want_gr = output_mask[1] && output.defined();
   if (is_reduced_precision(input)) {

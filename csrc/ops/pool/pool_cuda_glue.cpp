@@ -10,20 +10,13 @@
 #include <tuple>
 
 #include "../../common/cuda_glue.h"
+#include "../../common/dispatch.h"
 #include "pool_cuda.h"
 #include "pool_shape_checks.h"
 
 namespace fastconv {
 namespace pool {
 namespace {
-
-// bfloat16 / float16 are computed in float32 and rounded back once, as the CPU ops do; the
-// kernels themselves only take float32 and float64.
-bool reduced_precision(const at::Tensor& t) {
-  return t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf;
-}
-
-at::Tensor widened(const at::Tensor& t) { return t.to(at::kFloat); }
 
 // The kernels read raw device pointers, so every tensor must live where input does (the CPU
 // ops have no such case to check).
@@ -62,16 +55,12 @@ at::Tensor finish(const at::Tensor& out, const Layout& l) {
 
 // --------------------------------------------------------------------------- max pooling
 
-// Which argmax a forward keeps: none, torch's int64, or the compact int32 of the training
-// path (when a plane has fewer than 2^31 cells), as in the CPU glue.
-enum class ArgmaxKind { None, Int64, Compact };
-
 std::tuple<at::Tensor, at::Tensor> max_pool2d_impl(const at::Tensor& input, at::IntArrayRef kernel_size,
                                                    at::IntArrayRef stride, at::IntArrayRef padding,
                                                    at::IntArrayRef dilation, bool ceil_mode,
                                                    ArgmaxKind kind, const char* op) {
   const Pool2dParams p = check_max_pool2d(op, input, kernel_size, stride, padding, dilation, ceil_mode);
-  if (reduced_precision(input)) {
+  if (is_reduced_precision(input)) {
     auto [out, indices] = max_pool2d_impl(widened(input), kernel_size, stride, padding, dilation,
                                           ceil_mode, kind, op);
     return {out.to(input.scalar_type()), indices};
@@ -99,41 +88,21 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_impl(const at::Tensor& input, at::
   return {finish(out, l), indices.defined() ? finish(indices, l) : indices};
 }
 
-at::Tensor max_pool2d_cuda(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
-                           at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
-  return std::get<0>(max_pool2d_impl(input, kernel_size, stride, padding, dilation, ceil_mode,
-                                     ArgmaxKind::None, "max_pool2d"));
-}
-
-std::tuple<at::Tensor, at::Tensor> max_pool2d_with_indices_cuda(
-    const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
-    at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
-  return max_pool2d_impl(input, kernel_size, stride, padding, dilation, ceil_mode,
-                         ArgmaxKind::Int64, "max_pool2d_with_indices");
-}
-
-std::tuple<at::Tensor, at::Tensor> max_pool2d_with_argmax_cuda(
-    const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
-    at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
-  return max_pool2d_impl(input, kernel_size, stride, padding, dilation, ceil_mode,
-                         ArgmaxKind::Compact, "max_pool2d_with_argmax");
-}
+// max_pool2d, max_pool2d_with_indices, max_pool2d_with_argmax.
+using MaxPool2dCuda = MaxPool2dOps<max_pool2d_impl>;
 
 at::Tensor max_pool2d_backward_cuda(const at::Tensor& grad_output, const at::Tensor& input,
                                     const at::Tensor& indices, at::IntArrayRef kernel_size,
                                     at::IntArrayRef stride, at::IntArrayRef padding,
                                     at::IntArrayRef dilation, bool ceil_mode) {
   const char* op = "max_pool2d_backward";
-  const Pool2dParams p = check_max_pool2d(op, input, kernel_size, stride, padding, dilation, ceil_mode);
-  check_grad_output(op, grad_output, input, p);
-  check_same_shape(op, "indices", indices, grad_output);
-  if (reduced_precision(input)) {
+  const Pool2dParams p = check_max_pool2d_backward(op, grad_output, input, indices, kernel_size, stride, padding,
+                                                   dilation, ceil_mode);
+  if (is_reduced_precision(input)) {
     return max_pool2d_backward_cuda(widened(grad_output), widened(input), indices, kernel_size, stride,
                                     padding, dilation, ceil_mode).to(input.scalar_type());
   }
-  TORCH_CHECK_VALUE(indices.scalar_type() == at::kLong || indices.scalar_type() == at::kInt, op,
-                    ": indices must be int64 (or the int32 argmax of max_pool2d_with_argmax), got ",
-                    indices.scalar_type());
+  check_indices_dtype(op, indices);
   check_same_device(op, "grad_output", grad_output, input);
   check_same_device(op, "indices", indices, input);
   FASTCONV_DEVICE_GUARD(input);
@@ -161,7 +130,7 @@ at::Tensor avg_pool2d_cuda(const at::Tensor& input, at::IntArrayRef kernel_size,
                            std::optional<int64_t> divisor_override) {
   const Pool2dParams p = check_avg_pool2d("avg_pool2d", input, kernel_size, stride, padding, ceil_mode,
                                           count_include_pad, divisor_override);
-  if (reduced_precision(input)) {
+  if (is_reduced_precision(input)) {
     return avg_pool2d_cuda(widened(input), kernel_size, stride, padding, ceil_mode, count_include_pad,
                            divisor_override).to(input.scalar_type());
   }
@@ -182,10 +151,9 @@ at::Tensor avg_pool2d_backward_cuda(const at::Tensor& grad_output, const at::Ten
                                     at::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
                                     std::optional<int64_t> divisor_override) {
   const char* op = "avg_pool2d_backward";
-  const Pool2dParams p = check_avg_pool2d(op, input, kernel_size, stride, padding, ceil_mode,
-                                          count_include_pad, divisor_override);
-  check_grad_output(op, grad_output, input, p);
-  if (reduced_precision(input)) {
+  const Pool2dParams p = check_avg_pool2d_backward(op, grad_output, input, kernel_size, stride, padding, ceil_mode,
+                                                   count_include_pad, divisor_override);
+  if (is_reduced_precision(input)) {
     return avg_pool2d_backward_cuda(widened(grad_output), widened(input), kernel_size, stride, padding,
                                     ceil_mode, count_include_pad, divisor_override).to(input.scalar_type());
   }
@@ -206,7 +174,7 @@ at::Tensor avg_pool2d_backward_cuda(const at::Tensor& grad_output, const at::Ten
 
 at::Tensor adaptive_avg_pool2d_cuda(const at::Tensor& input, at::IntArrayRef output_size) {
   const Pool2dParams p = check_adaptive_avg_pool2d("adaptive_avg_pool2d", input, output_size);
-  if (reduced_precision(input)) {
+  if (is_reduced_precision(input)) {
     return adaptive_avg_pool2d_cuda(widened(input), output_size).to(input.scalar_type());
   }
   FASTCONV_DEVICE_GUARD(input);
@@ -223,13 +191,8 @@ at::Tensor adaptive_avg_pool2d_cuda(const at::Tensor& input, at::IntArrayRef out
 
 at::Tensor adaptive_avg_pool2d_backward_cuda(const at::Tensor& grad_output, const at::Tensor& input) {
   const char* op = "adaptive_avg_pool2d_backward";
-  TORCH_CHECK(grad_output.dim() == input.dim(), op, ": grad_output must have ", input.dim(),
-              " dimensions like input, got ", grad_output.dim());
-  const int64_t d = grad_output.dim();
-  const Pool2dParams p = check_adaptive_avg_pool2d(
-      op, input, {grad_output.size(d - 2), grad_output.size(d - 1)});
-  check_grad_output(op, grad_output, input, p);
-  if (reduced_precision(input)) {
+  const Pool2dParams p = check_adaptive_avg_pool2d_backward(op, grad_output, input);
+  if (is_reduced_precision(input)) {
     return adaptive_avg_pool2d_backward_cuda(widened(grad_output), widened(input)).to(input.scalar_type());
   }
   check_same_device(op, "grad_output", grad_output, input);
@@ -254,9 +217,9 @@ at::Tensor adaptive_avg_pool2d_backward_cuda(const at::Tensor& grad_output, cons
 
 TORCH_LIBRARY_IMPL(FASTCONV_CUDA_LIB, FASTCONV_CUDA_KEY, m) {
   using namespace fastconv::pool;
-  m.impl("max_pool2d", &max_pool2d_cuda);
-  m.impl("max_pool2d_with_indices", &max_pool2d_with_indices_cuda);
-  m.impl("max_pool2d_with_argmax", &max_pool2d_with_argmax_cuda);
+  m.impl("max_pool2d", &MaxPool2dCuda::max_pool2d);
+  m.impl("max_pool2d_with_indices", &MaxPool2dCuda::max_pool2d_with_indices);
+  m.impl("max_pool2d_with_argmax", &MaxPool2dCuda::max_pool2d_with_argmax);
   m.impl("max_pool2d_backward", &max_pool2d_backward_cuda);
   m.impl("avg_pool2d", &avg_pool2d_cuda);
   m.impl("avg_pool2d_backward", &avg_pool2d_backward_cuda);

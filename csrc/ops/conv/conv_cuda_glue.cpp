@@ -30,21 +30,7 @@ at::Tensor conv2d_fused_cuda(const at::Tensor& input, const at::Tensor& weight,
                              int64_t groups) {
   const char* op = "conv2d";
   const ConvParams p = check_conv(op, input, weight, stride, padding, dilation, groups);
-  auto check_vec = [&](const std::optional<at::Tensor>& t, const char* name) {
-    if (!t.has_value()) return;
-    check_same(op, name, *t, input);
-    TORCH_CHECK_VALUE(t->dim() == 1 && t->size(0) == p.OC, op, ": ", name,
-                      " must have shape (out_channels,) = (", p.OC, ",), got ", t->sizes());
-  };
-  check_vec(bias, "bias");
-  check_vec(scale, "scale");
-  check_vec(shift, "shift");
-  if (residual.has_value()) {
-    check_same(op, "residual", *residual, input);
-    TORCH_CHECK_VALUE(residual->sizes() == at::IntArrayRef({p.N, p.OC, p.OH, p.OW}), op,
-                      ": residual must have the output's shape (", p.N, ", ", p.OC, ", ", p.OH, ", ", p.OW,
-                      "), got ", residual->sizes());
-  }
+  check_epilogue(op, p, input, bias, scale, shift, residual);
   if (is_reduced_precision(input)) {
     auto f = [](const std::optional<at::Tensor>& t) {
       return t.has_value() ? std::optional<at::Tensor>(t->to(at::kFloat)) : std::nullopt;
@@ -86,10 +72,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cuda(
     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, std::array<bool, 3> mask) {
   const char* op = "conv2d_backward";
   const ConvParams p = check_conv(op, input, weight, stride, padding, dilation, groups);
-  check_same(op, "grad_output", grad_output, input);
-  TORCH_CHECK_VALUE(grad_output.sizes() == at::IntArrayRef({p.N, p.OC, p.OH, p.OW}), op,
-                    ": grad_output must have the output's shape (", p.N, ", ", p.OC, ", ", p.OH, ", ", p.OW,
-                    "), got ", grad_output.sizes());
+  check_grad_output(op, p, grad_output, input);
   if (is_reduced_precision(input)) {
     auto r = conv2d_backward_cuda(grad_output.to(at::kFloat), input.to(at::kFloat), weight.to(at::kFloat), stride,
                                   padding, dilation, groups, mask);
