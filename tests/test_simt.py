@@ -6,7 +6,10 @@ torch.ops.fastconv_simt.<op> on CPU tensors with the same schemas as torch.ops.f
 test calls both on the same arguments and compares values, dtype, shape and strides: small
 and awkward shapes (partial tiles and warps, N = 0, odd sizes, channels_last, groups).
 """
+import collections
+import contextlib
 import math
+import warnings
 
 import pytest
 import torch
@@ -104,6 +107,15 @@ def test_conv2d_fused_epilogue(case, dtype):
                  (None, None, None, res, True)]:
         assert_same(EMU.conv2d_fused(x, w, *args, stride, pad, dil, groups),
                     CPU.conv2d_fused(x, w, *args, stride, pad, dil, groups), what=f"conv2d_fused {args[-1]}")
+
+
+def test_conv2d_fused_relu_keeps_signed_zero_as_cpu():
+    x, w = torch.zeros(1, 3, 5, 5), torch.randn(4, 3, 3, 3)
+    scale = -torch.ones(4)  # 0 * -1 = -0.0: kept without ReLU, +0.0 after it (max with +0), as on the CPU
+    for relu in (False, True):
+        args = (None, scale, None, None, relu, [1, 1], [1, 1, 1, 1], [1, 1], 1)
+        got, want = EMU.conv2d_fused(x, w, *args), CPU.conv2d_fused(x, w, *args)
+        assert torch.equal(got, want) and torch.equal(got.signbit(), want.signbit())
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=[f"c{i}" for i in range(len(CONV_CASES))])
@@ -321,3 +333,74 @@ def test_every_op_has_an_emulated_cuda_kernel():
     missing = [n for n in names
                if not torch._C._dispatch_has_kernel_for_dispatch_key(f"fastconv_simt::{n}", "CPU")]
     assert len(names) >= 17 and not missing, f"ops without a CUDA kernel in the emulator build: {missing}"
+
+
+# ----------------------------------------------------------------------------------- whole models
+
+@contextlib.contextmanager
+def cuda_kernels_on_cpu():
+    """Route every torch.ops.fastconv op on CPU tensors to its emulated CUDA kernel and glue for
+    the duration: the Python layers (autograd, fused blocks, models) then run exactly the code
+    path a CUDA tensor takes, below the dispatcher."""
+    names = sorted({s.name.split("::", 1)[1] for s in torch._C._jit_get_all_schemas()
+                    if s.name.startswith("fastconv::")})
+    calls = collections.Counter()
+
+    def emulated(name):
+        def run(*args):
+            calls[name] += 1
+            return getattr(EMU, name)(*args)
+        return run
+
+    lib = torch.library.Library("fastconv", "IMPL")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "overriding a previously registered kernel"
+        for name in names:
+            lib.impl(name, emulated(name), "CPU")
+    try:
+        yield calls
+    finally:
+        lib._destroy()
+
+
+def run_model(model, x, train):
+    model.train(train)
+    x = x.clone().requires_grad_(train)
+    torch.manual_seed(5)  # the same dropout masks on both runs
+    y = model(x)
+    if not train:
+        return [y.detach()]
+    y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(3), dtype=y.dtype))
+    grads = [x.grad] + [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    return [y.detach()] + grads
+
+
+@pytest.mark.parametrize("name,size", [("resnet18", 48), ("se_resnet50", 40), ("alexnet_lrn", 67),
+                                       ("googlenet", 48), ("densenet121", 40)])
+def test_models_through_emulated_cuda_kernels(name, size):
+    torch.manual_seed(0)
+    model = (fastconv.models.alexnet(lrn=True) if name == "alexnet_lrn"
+             else fastconv.models.get_model(name, **({"aux_logits": False} if name == "googlenet" else {})))
+    model = model.double()
+    x = torch.randn(2, 3, size, size, dtype=torch.float64)
+    for train in (False, True):
+        want = run_model(model, x, train)
+        with cuda_kernels_on_cpu() as calls:
+            got = run_model(model, x, train)
+        assert calls["conv2d_fused"] + calls["conv2d"] > 0 and (not train or calls["conv2d_backward"] > 0)
+        assert len(got) == len(want)
+        # Training-mode BatchNorm over 2 images at 1x1 or 2x2 (the late blocks of these small
+        # inputs) amplifies float64 rounding by orders of magnitude; a wrong kernel is off by O(1).
+        for i, (a, b) in enumerate(zip(got, want)):
+            assert_same(a, b, tol=1e-7 if train else 1e-9, what=f"{name} train={train} tensor {i}")
+
+
+def test_emulated_override_is_removed_afterwards():
+    x = torch.randn(1, 2, 5, 5)
+    with cuda_kernels_on_cpu() as calls:
+        fastconv.max_pool2d(x, 2)
+        assert calls["max_pool2d"] == 1
+    fastconv.max_pool2d(x, 2)
+    assert calls["max_pool2d"] == 1, "the emulated kernel still answers after the context"
+    torch.testing.assert_close(fastconv.max_pool2d(x, 2), torch.nn.functional.max_pool2d(x, 2))

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <string>
 #include <vector>
 
 namespace {
@@ -179,10 +180,117 @@ void test_se(int64_t N, int64_t C, int64_t HW, int64_t squeezed, std::mt19937& r
   expect_close(gs2, gs, 1e-12, "channel_scale grad_scale");
 }
 
+// ---------------------------------------------------------------------------- the emulator itself
+// The CUDA features no kernel of ours uses yet, so that one can start using them with the
+// emulator already proven: warp shuffles, __syncwarp, dynamic shared memory, atomicAdd, and
+// the driver's launch checks.
+
+__global__ void warp_sums(const double* x, double* by_shuffle, double* by_xor, double* prefix) {
+  const int t = threadIdx.x;
+  double v = x[blockIdx.x * blockDim.x + t];
+  double s = v;
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_down_sync(0xffffffffu, s, o);
+  double a = v;
+  for (int m = 16; m > 0; m >>= 1) a += __shfl_xor_sync(0xffffffffu, a, m);
+  double p = v;  // inclusive prefix sum within the warp
+  for (int o = 1; o < 32; o <<= 1) {
+    const double up = __shfl_up_sync(0xffffffffu, p, o);
+    if ((t & 31) >= o) p += up;
+  }
+  if ((t & 31) == 0) by_shuffle[(blockIdx.x * blockDim.x + t) / 32] = s;
+  by_xor[blockIdx.x * blockDim.x + t] = a;
+  prefix[blockIdx.x * blockDim.x + t] = p;
+}
+
+__global__ void reverse_dynamic(const float* x, float* y, int n) {
+  FASTCONV_DYNAMIC_SHARED(float, tile);
+  const int t = threadIdx.x;
+  if (t < n) tile[t] = x[t];
+  __syncwarp();
+  __syncthreads();
+  if (t < n) y[t] = tile[n - 1 - t];
+}
+
+__global__ void count_into(int* counter, float* total) {
+  atomicAdd(counter, 1);
+  atomicAdd(total, 0.5f);
+}
+
+// Lanes 32..39 wait at the block barrier, lanes 40..63 of the same warp at a warp barrier:
+// neither can complete (a hang on a GPU).
+__global__ void divergent_barrier(int* out) {
+  if (threadIdx.x < 40) __syncthreads();
+  else __syncwarp();
+  out[threadIdx.x] = 1;
+}
+
+void test_emulator(std::mt19937& rng) {
+  const int blocks = 2, threads = 96;  // three warps per block
+  const auto x = random_vector(blocks * threads, rng);
+  std::vector<double> shuffle(blocks * threads / 32), xr(x.size()), prefix(x.size());
+  auto k1 = &warp_sums;
+  expect_ok(FASTCONV_LAUNCH(k1, dim3(blocks), dim3(threads), 0, nullptr, x.data(), shuffle.data(), xr.data(),
+                            prefix.data()),
+            "warp_sums");
+  std::vector<double> want_sum(shuffle.size()), want_xor(x.size()), want_prefix(x.size());
+  for (size_t w = 0; w < shuffle.size(); ++w) {
+    double s = 0;
+    for (int l = 0; l < 32; ++l) {
+      s += x[w * 32 + l];
+      want_prefix[w * 32 + l] = s;
+    }
+    want_sum[w] = s;
+    for (int l = 0; l < 32; ++l) want_xor[w * 32 + l] = s;
+  }
+  expect_close(shuffle, want_sum, 1e-12, "__shfl_down_sync warp sum");
+  expect_close(xr, want_xor, 1e-12, "__shfl_xor_sync butterfly");
+  expect_close(prefix, want_prefix, 1e-12, "__shfl_up_sync prefix sum");
+
+  std::vector<float> in(50), out(50);
+  for (int i = 0; i < 50; ++i) in[i] = float(i);
+  auto k2 = &reverse_dynamic;
+  expect_ok(FASTCONV_LAUNCH(k2, dim3(1), dim3(64), 50 * sizeof(float), nullptr, in.data(), out.data(), 50),
+            "reverse_dynamic");
+  std::vector<double> got(out.begin(), out.end()), want(50);
+  for (int i = 0; i < 50; ++i) want[i] = 49 - i;
+  expect_close(got, want, 0, "dynamic shared memory");
+
+  int counter = 0;
+  float total = 0;
+  auto k3 = &count_into;
+  expect_ok(FASTCONV_LAUNCH(k3, dim3(3, 2), dim3(8, 4), 0, nullptr, &counter, &total), "count_into");
+  expect_close({double(counter), double(total)}, {192.0, 96.0}, 0, "atomicAdd over a 2-D grid of 2-D blocks");
+
+  // The driver's checks: nothing runs, the error is returned and then cleared.
+  ++g_checks;
+  const cudaError_t bad_grid = FASTCONV_LAUNCH(k3, dim3(0), dim3(32), 0, nullptr, &counter, &total);
+  const cudaError_t bad_block = FASTCONV_LAUNCH(k3, dim3(1), dim3(2048), 0, nullptr, &counter, &total);
+  const cudaError_t sticky = cudaGetLastError(), cleared = cudaGetLastError();
+  if (bad_grid != cudaErrorInvalidConfiguration || bad_block != cudaErrorInvalidConfiguration ||
+      sticky != cudaErrorInvalidConfiguration || cleared != cudaSuccess || counter != 192) {
+    std::printf("FAIL launch checks: %d %d %d %d, counter %d\n", bad_grid, bad_block, sticky, cleared, counter);
+    ++g_failures;
+  }
+#if !defined(FASTCONV_SIMT_THREADS)
+  // Fibers see the deadlock and fail the launch; the threads backend would wait (then abort).
+  ++g_checks;
+  std::vector<int> flags(64);
+  auto k4 = &divergent_barrier;
+  const cudaError_t dead = FASTCONV_LAUNCH(k4, dim3(1), dim3(64), 0, nullptr, flags.data());
+  const std::string why = fastconv_simt_last_message();
+  if (dead != cudaErrorLaunchFailure || cudaGetLastError() != cudaErrorLaunchFailure ||
+      why.find("deadlock") == std::string::npos) {
+    std::printf("FAIL divergent __syncthreads not reported: %d '%s'\n", dead, why.c_str());
+    ++g_failures;
+  }
+#endif
+}
+
 }  // namespace
 
 int main() {
   std::mt19937 rng(7);
+  test_emulator(rng);
   test_conv(make_conv(2, 3, 9, 7, 5, 3, 1, 1, 1, 1), rng);     // partial tiles
   test_conv(make_conv(1, 8, 5, 5, 65, 1, 1, 0, 1, 1), rng);    // 1x1 GEMM path, a second column tile
   test_conv(make_conv(2, 4, 8, 8, 4, 3, 2, 1, 2, 2), rng);     // groups, stride, dilation
