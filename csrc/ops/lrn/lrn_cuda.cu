@@ -102,19 +102,24 @@ __global__ void __launch_bounds__(kLrnThreads)
     T* gx = grad_x + base;
     T* us = u + base;
     // Pass 1: g / t^beta (the direct term) and u = (g / t^beta) x / t.
+    using std::isinf;
     for (int64_t c = 0; c < channels; ++c) {
       const T t = lrn_denominator(xs, inner, window_first(c, size), window_last(c, size, channels),
                                   alpha_over_size, k);
       const T gd = __ldg(gs + c * inner) * lrn_pow_neg_beta<T, MODE>(t, beta);
       gx[c * inner] = gd;
-      us[c * inner] = gd * __ldg(xs + c * inner) / t;
+      // torch's autograd at an infinite t: 0 * t^(beta - 1) = NaN for beta > 1 (lrn_kernels_impl.h).
+      const T uc = gd * __ldg(xs + c * inner) / t;
+      us[c * inner] = (beta > T(1) && isinf(t)) ? uc + T(NAN) : uc;
     }
     // Pass 2: the window terms, gathered in channel order.
     for (int64_t i = 0; i < channels; ++i) {
       const int64_t last = covering_last(i, size, channels);
       T acc = T(0);
       for (int64_t c = covering_first(i, size); c <= last; ++c) acc += us[c * inner];
-      gx[i * inner] = gx[i * inner] - coef * (__ldg(xs + i * inner) * acc);
+      // beta = 0: torch's pow backward is zero; only x itself can make the term NaN.
+      const T xi = __ldg(xs + i * inner);
+      gx[i * inner] = gx[i * inner] - coef * (beta == T(0) ? xi : xi * acc);
     }
   }
 }

@@ -50,6 +50,24 @@ FASTCONV_ALWAYS_INLINE typename S::V pow_neg_beta(typename S::V base, T beta) {
   return S::load_n(lanes, S::W);
 }
 
+// The backward's window term u = (g / t^beta) x / t, as torch's autograd of x / t^beta forms
+// it in IEEE arithmetic: at an infinite t (an Inf in the window) torch multiplies the zero
+// g x / t^2beta by t^(beta - 1) = Inf when beta > 1, so u is NaN there (0 otherwise).
+template <class S, class T>
+FASTCONV_ALWAYS_INLINE typename S::V window_term(typename S::V gd, typename S::V x, typename S::V t, T beta) {
+  const typename S::V u = S::div(S::mul(gd, x), t);
+  if (beta > T(1)) return S::nan_where(S::gt(t, S::set1(std::numeric_limits<T>::max())), u);
+  return u;
+}
+
+// grad_x = g / t^beta - coef x sum(u). With beta = 0 (coef = 0) torch's pow backward is zero,
+// so only x itself can turn the term NaN (0 * Inf), not a NaN u from a neighbour's Inf.
+template <class S, class T>
+FASTCONV_ALWAYS_INLINE typename S::V input_grad(typename S::V gd, typename S::V x, typename S::V acc,
+                                                typename S::V coef, T beta) {
+  return S::sub(gd, S::mul(coef, beta == T(0) ? x : S::mul(x, acc)));
+}
+
 // t = k + alpha / size * sum.
 template <class S, class T>
 FASTCONV_ALWAYS_INLINE typename S::V lrn_base(typename S::V sum, const LrnParams& p) {
@@ -185,7 +203,7 @@ void bwd_channels_first(const T* grad_y, const T* x, T* grad_x, const LrnParams&
             const typename S::V t = lrn_base<S, T>(sum, p);
             const typename S::V gd = S::mul(S::load_n(gs + j, m), pow_neg_beta<S>(t, beta));
             S::store_n(gr + j, gd, S::W);
-            S::store_n(ur + j, S::div(S::mul(gd, S::load_n(xs + j, m)), t), S::W);  // g y / t
+            S::store_n(ur + j, window_term<S>(gd, S::load_n(xs + j, m), t, beta), S::W);
           }
         } else {
           for (int64_t j = 0; j < nb; j += S::W) S::store_n(ur + j, S::zero(), S::W);
@@ -199,7 +217,7 @@ void bwd_channels_first(const T* grad_y, const T* x, T* grad_x, const LrnParams&
         for (int64_t j = 0; j < nb; j += S::W) {
           const int m = static_cast<int>(nb - j < S::W ? nb - j : S::W);
           const typename S::V acc = rows_sum<S>(rows, p.size, j);
-          S::store_n(dst + j, S::sub(S::load_n(gdi + j, S::W), S::mul(coef, S::mul(S::load_n(xi + j, m), acc))), m);
+          S::store_n(dst + j, input_grad<S>(S::load_n(gdi + j, S::W), S::load_n(xi + j, m), acc, coef, beta), m);
         }
       }
     }
@@ -258,12 +276,12 @@ void bwd_channels_last(const T* grad_y, const T* x, T* grad_x, const LrnParams& 
         const typename S::V t = lrn_base<S, T>(sum, p);
         const typename S::V gd = S::mul(S::load_n(pg + c, m), pow_neg_beta<S>(t, beta));
         S::store_n(g_over_d + c, gd, m);
-        S::store_n(u + hi + c, S::div(S::mul(gd, S::load_n(px + c, m)), t), m);
+        S::store_n(u + hi + c, window_term<S>(gd, S::load_n(px + c, m), t, beta), m);
       }
       for (int64_t c = 0; c < C; c += S::W) {
         const int m = static_cast<int>(C - c < S::W ? C - c : S::W);
         const typename S::V acc = shifted_sum<S>(u + c, p.size);
-        S::store_n(pgx + c, S::sub(S::load_n(g_over_d + c, S::W), S::mul(coef, S::mul(S::load_n(px + c, m), acc))), m);
+        S::store_n(pgx + c, input_grad<S>(S::load_n(g_over_d + c, S::W), S::load_n(px + c, m), acc, coef, beta), m);
       }
     }
   }

@@ -187,7 +187,7 @@ __global__ void __launch_bounds__(kThreads)
 // ---- the excitation's FC layers, one thread per output unit
 
 // out[n, o] = act(dot(w[o, :], v[n, :]) + b[o]) for o < rows; w (rows, cols), v (N, cols).
-// act: ReLU (zero unless positive, as the CPU's hidden layer) or sigmoid.
+// act: ReLU (keeping NaN, as torch.relu and the CPU's hidden layer) or sigmoid.
 template <class T, bool SIGMOID>
 __global__ void __launch_bounds__(kThreads)
     fc_kernel(const T* __restrict__ w, const T* __restrict__ b, const T* __restrict__ v, T* __restrict__ out,
@@ -201,12 +201,12 @@ __global__ void __launch_bounds__(kThreads)
     T acc = T(0);
     for (int64_t k = 0; k < cols; ++k) acc += __ldg(wr + k) * __ldg(vr + k);
     const T z = acc + (b != nullptr ? __ldg(b + o) : T(0));
-    out[i] = SIGMOID ? sigmoid(z) : (z > T(0) ? z : T(0));
+    out[i] = SIGMOID ? sigmoid(z) : relu_keep_nan(z);
   }
 }
 
 // out[n, o] = dot(w[:, o], d[n, :]) for o < cols; w (rows, cols), d (N, rows): a transposed
-// FC layer, summed over the rows in order. Then, with mask (N, cols): zero where mask <= 0
+// FC layer, summed over the rows in order. Then, with mask (N, cols): zero where mask <= 0 (not NaN)
 // (the hidden ReLU); with a scale factor: times `factor` (the squeeze's 1 / (H W)).
 template <class T>
 __global__ void __launch_bounds__(kThreads)
@@ -219,7 +219,7 @@ __global__ void __launch_bounds__(kThreads)
     const T* dr = d + n * rows;
     T acc = T(0);
     for (int64_t k = 0; k < rows; ++k) acc += __ldg(dr + k) * __ldg(w + k * cols + o);
-    if (mask != nullptr) acc = __ldg(mask + i) > T(0) ? acc : T(0);
+    if (mask != nullptr) acc = relu_passes(__ldg(mask + i)) ? acc : T(0);
     out[i] = acc * factor;
   }
 }

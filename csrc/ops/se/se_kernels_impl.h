@@ -340,7 +340,7 @@ void excite(const T* pooled, const T* w1, const T* b1, const T* w2, const T* b2,
   for (int64_t n = begin; n < end; ++n) {
     T* h = hidden + n * cr;
     gemv<S>(w1, pooled + n * c, b1, h, cr, c);
-    for (int64_t j = 0; j < cr; ++j) h[j] = h[j] > T(0) ? h[j] : T(0);
+    for (int64_t j = 0; j < cr; ++j) h[j] = T(0) > h[j] ? T(0) : h[j];  // keeps NaN, as torch.relu
     T* s = scale + n * c;
     gemv<S>(w2, h, b2, s, c, cr);
     for (int64_t k = 0; k < c; ++k) s[k] = sigmoid(s[k]);
@@ -363,7 +363,7 @@ void excite_backward(const T* grad_s, const T* w1, const T* w2, const T* hidden,
     for (int64_t k = 0; k < c; ++k) d2[k] = gs[k] * s[k] * (T(1) - s[k]);
     for (int64_t j = 0; j < cr; ++j) d1[j] = T(0);
     for (int64_t k = 0; k < c; ++k) axpy<S>(d2[k], w2 + k * cr, d1, cr);
-    for (int64_t j = 0; j < cr; ++j) d1[j] = h[j] > T(0) ? d1[j] : T(0);
+    for (int64_t j = 0; j < cr; ++j) d1[j] = se::relu_passes(h[j]) ? d1[j] : T(0);
     for (int64_t k = 0; k < c; ++k) t[k] = T(0);
     for (int64_t j = 0; j < cr; ++j) axpy<S>(d1[j], w1 + j * c, t, c);
     for (int64_t k = 0; k < c; ++k) t[k] *= inv;
