@@ -21,6 +21,19 @@ settings.load_profile("fastconv")
 
 CAPABILITIES = fastconv.supported_cpu_capabilities()
 
+# Long mode (`make hardening`): FASTCONV_LONG=1 runs the tests marked slow (more than 2^31
+# elements, every model through compile / export); without it they are skipped.
+LONG = os.environ.get("FASTCONV_LONG") == "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    if LONG:
+        return
+    skip = pytest.mark.skip(reason="long mode only: set FASTCONV_LONG=1 (make hardening)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
 
 CONV_ALGOS = ["auto", "direct", "gemm1x1", "winograd", "winograd4", "nchw"]
 
