@@ -55,3 +55,76 @@ def unsupported_backward(message):
         raise NotImplementedError(message)
 
     return backward
+
+
+# Autocast rules of the custom ops, one kernel per autocast dispatch key (CPU and CUDA). The
+# library object must outlive the registrations.
+_autocast_lib = torch.library.Library("fastconv", "IMPL")
+_AUTOCAST_DEVICES = ("cpu", "cuda")
+
+
+def _cast_floating(t, dtype):
+    return t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != dtype else t
+
+
+def register_autocast(name, cast):
+    """Registers what ``fastconv::name`` does inside ``torch.autocast``, mirroring what torch
+    does with the layers the op replaces. ``cast(args, dtype)`` returns the arguments to run
+    the op with, given the region's lower-precision dtype; the op then runs with autocast off
+    for that device, as torch's own autocast kernels do (the casts are recorded by autograd,
+    so gradients reach the caller's tensors in their own dtype)."""
+    op = getattr(torch.ops.fastconv, name).default
+    for device in _AUTOCAST_DEVICES:
+        if not torch._C._is_autocast_available(device):
+            continue
+        key_name = "Autocast" + torch._C._dispatch_key_for_device(device)
+        keyset = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key_name))
+
+        def kernel(_keyset, *args, device=device, keyset=keyset):
+            with torch._C._ExcludeDispatchKeyGuard(keyset):
+                return op(*cast(list(args), torch.get_autocast_dtype(device)))
+
+        _autocast_lib.impl(name, kernel, key_name, with_keyset=True)
+        # The Python dispatcher (torch.compile's tracing) looks for a Python kernel first.
+        dispatch_key = getattr(torch._C.DispatchKey, key_name)
+        op.py_kernels.pop(dispatch_key, None)
+        op.py_impl(dispatch_key)(lambda *args, kernel=kernel: kernel(None, *args))
+
+
+def autocast_lower_precision(*positions):
+    """The rule of torch's lower-precision ops (conv2d, linear): the floating-point tensors at
+    ``positions`` are cast to the autocast dtype."""
+
+    def cast(args, dtype):
+        for i in positions:
+            args[i] = _cast_floating(args[i], dtype)
+        return args
+
+    return cast
+
+
+def autocast_to(dtype_out, *positions):
+    """A fixed dtype for the tensors at ``positions`` (torch's float32 list)."""
+
+    def cast(args, _dtype):
+        for i in positions:
+            args[i] = _cast_floating(args[i], dtype_out)
+        return args
+
+    return cast
+
+
+def autocast_promote(*positions):
+    """Elementwise ops: the tensors at ``positions`` are promoted to their common dtype, as
+    torch's type promotion does for ``x * s + r`` in any region."""
+
+    def cast(args, _dtype):
+        tensors = [args[i] for i in positions if isinstance(args[i], torch.Tensor)]
+        common = tensors[0].dtype
+        for t in tensors[1:]:
+            common = torch.promote_types(common, t.dtype)
+        for i in positions:
+            args[i] = _cast_floating(args[i], common)
+        return args
+
+    return cast

@@ -17,7 +17,8 @@ import torch
 from torch._prims_common import suggest_memory_format
 
 from ._args import IntOrPair, check_tensor, pair
-from ._common import below_autograd, call_forward, no_setup, unsupported_backward
+from ._common import (autocast_lower_precision, below_autograd, call_forward, no_setup, register_autocast,
+                      unsupported_backward)
 
 _ops = torch.ops.fastconv
 
@@ -167,6 +168,10 @@ def _backward(ctx, grad_output):
 
 
 torch.library.register_autograd("fastconv::conv2d", _backward, setup_context=_setup)
+# Inside torch.autocast, conv2d runs in the region's dtype as torch's conv2d does (input,
+# weight, bias cast); the fused inference op casts its epilogue tensors along with them.
+register_autocast("conv2d", autocast_lower_precision(0, 1, 2))
+register_autocast("conv2d_fused", autocast_lower_precision(0, 1, 2, 3, 4, 5))
 torch.library.register_autograd("fastconv::conv2d_fused", unsupported_backward(
     "fastconv.conv2d_fused is an inference op (its epilogue is folded into the output tile); "
     "train with fastconv.conv2d followed by the separate ops"), setup_context=no_setup)

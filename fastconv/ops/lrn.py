@@ -10,7 +10,7 @@ beyond, as torch accepts); the output has the input's shape and memory format.
 """
 import torch
 from ._args import check_tensor
-from ._common import below_autograd, call_forward, empty_in_format, no_setup, unsupported_backward
+from ._common import autocast_to, below_autograd, call_forward, empty_in_format, no_setup, register_autocast, unsupported_backward
 
 _ops = torch.ops.fastconv
 
@@ -52,6 +52,9 @@ def _backward(ctx, grad_output):
 
 
 torch.library.register_autograd("fastconv::local_response_norm", _backward, setup_context=_setup)
+# torch's F.local_response_norm goes through avg_pool3d, which autocast runs in float32: in a
+# lower-precision region its result is float32 whatever the input's dtype. Same here.
+register_autocast("local_response_norm", autocast_to(torch.float32, 0))
 torch.library.register_autograd("fastconv::local_response_norm_backward", unsupported_backward(
     "fastconv.local_response_norm: double backward (a gradient of its gradient) is not "
     "implemented; use torch.nn.functional.local_response_norm where you need it"), setup_context=no_setup)

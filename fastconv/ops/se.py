@@ -18,7 +18,8 @@ from typing import Optional
 import torch
 
 from ._args import check_tensor
-from ._common import below_autograd, call_forward, empty_in_format, no_setup, unsupported_backward
+from ._common import (autocast_promote, below_autograd, call_forward, empty_in_format, no_setup, register_autocast,
+                      unsupported_backward)
 
 _ops = torch.ops.fastconv
 
@@ -34,10 +35,16 @@ def _check_input(op, input):
         raise ValueError(f"{op}: input must be float32, float64, bfloat16 or float16, got {input.dtype}")
 
 
+def _dtypes_must_match(input):
+    """Outside autocast the tensors must share input's dtype; inside it the autocast rule
+    (registered below) reconciles them before the op runs, as torch's type promotion would."""
+    return not torch.is_autocast_enabled(input.device.type)
+
+
 def _check_like(op, name, t, input):
     if t.shape != input.shape:
         raise ValueError(f"{op}: {name} must have the shape of input {list(input.shape)}, got {list(t.shape)}")
-    if t.dtype != input.dtype:
+    if t.dtype != input.dtype and _dtypes_must_match(input):
         raise ValueError(f"{op}: {name} must have the dtype of input ({input.dtype}), got {t.dtype}")
     if t.device != input.device:
         raise ValueError(f"{op}: {name} must be on the device of input ({input.device}), got {t.device}")
@@ -47,7 +54,7 @@ def _check_per_channel(op, name, t, input):
     n, c = input.shape[:2]
     if t.dim() != 2 or tuple(t.shape) != (n, c):
         raise ValueError(f"{op}: {name} must have shape (N, C) = ({n}, {c}), got {list(t.shape)}")
-    if t.dtype != input.dtype:
+    if t.dtype != input.dtype and _dtypes_must_match(input):
         raise ValueError(f"{op}: {name} must have the dtype of input ({input.dtype}), got {t.dtype}")
     if t.device != input.device:
         raise ValueError(f"{op}: {name} must be on the device of input ({input.device}), got {t.device}")
@@ -109,6 +116,9 @@ def _scale_backward(ctx, grad_output):
 
 
 torch.library.register_autograd("fastconv::channel_scale", _scale_backward, setup_context=_scale_setup)
+# x * s + r: torch's type promotion, in an autocast region as outside it (there a bfloat16
+# excitation times a float32 input is float32).
+register_autocast("channel_scale", autocast_promote(0, 1, 2))
 _NO_DOUBLE = ("fastconv.channel_scale / squeeze_excitation: double backward (a gradient of its gradient) "
               "is not implemented; compose the block from torch ops where you need it")
 for _name in ("channel_scale_grad_scale", "channel_scale_grad_input"):
@@ -209,6 +219,21 @@ def _se_backward(ctx, grad_output, *unused):
 
 
 torch.library.register_autograd("fastconv::squeeze_excitation", _se_backward, setup_context=_se_setup)
+
+
+def _se_autocast(args, dtype):
+    """The torch layers the SE block replaces, in an autocast region: the two FC layers run in
+    the region's dtype (their weights rounded to it), the pooling and the scale in the input's
+    dtype, so the result has the input's dtype (promoted with the residual's). Here the FC
+    parameters are rounded to the region's dtype and the block runs in the input's dtype."""
+    args = autocast_promote(0, 5)(args, dtype)
+    for i in (1, 2, 3, 4):
+        if isinstance(args[i], torch.Tensor) and args[i].is_floating_point():
+            args[i] = args[i].to(dtype).to(args[0].dtype)
+    return args
+
+
+register_autocast("squeeze_excitation", _se_autocast)
 torch.library.register_autograd("fastconv::squeeze_excitation_backward", unsupported_backward(_NO_DOUBLE),
                                 setup_context=no_setup)
 
@@ -261,7 +286,7 @@ def squeeze_excitation(input: torch.Tensor, fc1_weight: torch.Tensor, fc1_bias: 
         if b is not None and (b.dim() != 1 or b.shape[0] != n):
             raise ValueError(f"{op}: {name} must have shape ({n},), got {list(b.shape)}")
     for name, t in (("fc1_weight", w1), ("fc2_weight", w2), ("fc1_bias", fc1_bias), ("fc2_bias", fc2_bias)):
-        if t is not None and (t.dtype != input.dtype or t.device != input.device):
+        if t is not None and ((t.dtype != input.dtype and _dtypes_must_match(input)) or t.device != input.device):
             raise ValueError(f"{op}: {name} must have input's dtype and device ({input.dtype}, {input.device}), "
                              f"got ({t.dtype}, {t.device})")
     if residual is not None:
