@@ -5,6 +5,9 @@
 #   make test         Python test suite
 #   make cmake        CMake configure + build + ctest into $(BUILD_DIR)
 #   make sanitize     the C++ kernel tests under AddressSanitizer + UBSan (build-sanitize/)
+#   make fuzz         differential fuzzing, FUZZ_EXAMPLES (10,000) cases per op against torch
+#   make sanitize-ops the extension built with ASan + UBSan (build-asan/), the op tests run on it
+#   make hardening    long mode: > 2^31 elements, every model compiled / exported, 2,000-step leak check
 #   make cuda-check   nvcc on every csrc/ops/*/*_cuda.cu with the wheel's flags (a spill fails)
 #   make cuda-wheel   the CUDA wheel, built in a torch 2.14.1 (CUDA 13) venv; see README
 #   make bench        full benchmark -> bench.json, bench.png
@@ -21,16 +24,42 @@ BUILD_TYPE ?= Release
 # One compile job by default: the machine is shared. Raise it (JOBS=4) when it is yours.
 JOBS ?= 1
 
-.PHONY: help install test cmake sanitize cuda-check cuda-wheel bench bench-quick wheel clean
+.PHONY: help install test fuzz sanitize-ops hardening cmake sanitize cuda-check cuda-wheel bench bench-quick wheel clean
 
 help:
-	@sed -n '4,13s/^# *//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '4,16s/^# *//p' $(firstword $(MAKEFILE_LIST))
 
 install:
 	$(PYTHON) -m pip install --no-build-isolation -e .
 
 test:
 	$(PYTHON) -m pytest -q tests
+
+# The long mode of tests/test_fuzz.py: fresh random draws (not CI's derandomised ones), and
+# hypothesis' statistics show how many cases each op ran and passed.
+FUZZ_EXAMPLES ?= 10000
+fuzz:
+	CI= FASTCONV_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PYTHON) -m pytest -q tests/test_fuzz.py \
+	    --hypothesis-show-statistics
+
+# The long forms of tests/test_large.py (marked slow: skipped without FASTCONV_LONG=1),
+# test_ecosystem.py (all 25 models) and test_robustness.py (2,000 iterations); docs/hardening.md.
+hardening:
+	FASTCONV_LONG=1 $(PYTHON) -m pytest -q -rA tests/test_large.py tests/test_ecosystem.py tests/test_robustness.py
+
+# The Python extension itself under AddressSanitizer + UBSan: built by setup.py into build-asan/
+# (with a copy of the Python package, so the in-place build is untouched), then the op tests run
+# in an interpreter with libasan preloaded. Any report aborts the run (a failing exit status).
+# Leak detection is off: the interpreter itself keeps allocations until exit.
+SANITIZE_TESTS ?= tests/test_fuzz.py tests/test_pool.py tests/test_lrn.py tests/test_se.py tests/test_conv.py \
+	tests/test_fused.py tests/test_robustness.py
+SANITIZE_PYTEST ?= -q -x
+sanitize-ops:
+	rm -rf build-asan/lib && mkdir -p build-asan/lib && cp -r fastconv build-asan/lib/
+	rm -f build-asan/lib/fastconv/*.so && rm -rf build-asan/lib/fastconv/*/__pycache__ build-asan/lib/fastconv/__pycache__
+	FASTCONV_SANITIZE=1 FASTCONV_SIMT=0 FASTCONV_CUDA=0 $(PYTHON) setup.py -q build_ext \
+	    --build-lib build-asan/lib --build-temp build-asan/tmp
+	scripts/run_sanitized.sh $(PYTHON) -m pytest $(SANITIZE_PYTEST) -p no:cacheprovider $(SANITIZE_TESTS)
 
 cmake:
 	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) \
@@ -69,5 +98,5 @@ wheel:
 	$(PYTHON) -m pip wheel --no-build-isolation --no-deps -w dist .
 
 clean:
-	rm -rf $(BUILD_DIR) build-sanitize build-cuda-check build dist *.egg-info .pytest_cache
+	rm -rf $(BUILD_DIR) build-sanitize build-asan build-cuda-check build dist *.egg-info .pytest_cache
 	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

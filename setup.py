@@ -6,6 +6,8 @@ Environment:
   TORCH_CUDA_ARCH_LIST     CUDA architectures (default "8.0;8.6;9.0").
   MAX_JOBS                 parallel compile jobs (ninja).
   FASTCONV_DEBUG=1         -O0 -g build.
+  FASTCONV_SANITIZE=1      AddressSanitizer + UndefinedBehaviorSanitizer build (-O1 -g); load it in
+                           an interpreter with libasan preloaded (`make sanitize-ops` does).
   FASTCONV_SIMT=1|0        fastconv._simt, the CUDA kernels compiled by g++ for the SIMT emulator
                            (csrc/common/simt.h) and exposed as torch.ops.fastconv_simt.* for the
                            tests (default 1; 0 skips it, e.g. for a release wheel).
@@ -17,6 +19,7 @@ run time. Nothing is built with -march=native, so a wheel runs on any x86-64 CPU
 Install with `pip install --no-build-isolation .`: an isolated build would fetch a multi-GB
 CUDA torch to build against.
 """
+import concurrent.futures
 import glob
 import os
 import sys
@@ -64,19 +67,36 @@ def isa_sources():
     return out
 
 
+def opt_flags():
+    """Optimisation (and sanitizer) flags shared by the glue and the per-ISA kernel objects."""
+    if os.environ.get("FASTCONV_SANITIZE") == "1":
+        return ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+    return ["-O0", "-g"] if os.environ.get("FASTCONV_DEBUG") == "1" else ["-O3"]
+
+
+def link_flags():
+    return ["-fsanitize=address,undefined"] if os.environ.get("FASTCONV_SANITIZE") == "1" else []
+
+
 class BuildExtension(cpp_extension.BuildExtension):
     """torch's BuildExtension plus the per-ISA kernel objects, compiled with their own flags."""
 
     def build_extensions(self):
-        opt = ["-O0", "-g"] if os.environ.get("FASTCONV_DEBUG") == "1" else ["-O3"]
-        base = ["-std=c++17", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wno-maybe-uninitialized"] + opt
+        base = ["-std=c++17", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wno-maybe-uninitialized"] + opt_flags()
+        jobs = [(src, isa) for isa, sources in isa_sources().items() for src in sources]
+
+        def compile_one(job):
+            src, isa = job
+            return self.compiler.compile([src], output_dir=self.build_temp, extra_postargs=base + ISA_FLAGS[isa])
+
         for ext in self.extensions:
             if ext.name != "fastconv._C":
                 continue
-            for isa, sources in isa_sources().items():
-                objects = self.compiler.compile(
-                    sources, output_dir=self.build_temp, extra_postargs=base + ISA_FLAGS[isa])
-                ext.extra_objects.extend(objects)
+            # MAX_JOBS at once (the compiler runs as a subprocess), as ninja does for the glue.
+            workers = int(os.environ.get("MAX_JOBS") or os.cpu_count() or 1)
+            with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
+                for objects in pool.map(compile_one, jobs):
+                    ext.extra_objects.extend(objects)
         super().build_extensions()
 
 
@@ -92,13 +112,12 @@ def make_extension():
                            + glob.glob(os.path.join(ROOT, "csrc", "ops", "*", "*_cuda_glue.cpp")))
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;8.6;9.0")
     debug = os.environ.get("FASTCONV_DEBUG") == "1"
-    cxx = ["-O0", "-g"] if debug else ["-O3"]
-    cxx += ["-Wall", "-fopenmp", f'-DFASTCONV_VERSION="{VERSION}"']
+    cxx = opt_flags() + ["-Wall", "-fopenmp", f'-DFASTCONV_VERSION="{VERSION}"']
     macros = []
     # -fopenmp: at::parallel_for is a header template; without it the OpenMP pragma inside is
     # compiled out and every op runs on one thread whatever torch.set_num_threads says.
     kwargs = dict(name="fastconv._C", sources=glue + cuda_sources, include_dirs=[os.path.join(ROOT, "csrc")],
-                  extra_link_args=["-fopenmp"])
+                  extra_link_args=["-fopenmp"] + link_flags())
     if with_cuda:
         macros.append(("FASTCONV_WITH_CUDA", None))
         nvcc = ["-O3", "-std=c++17", "-Xptxas=--warn-on-spills,--warn-on-local-memory-usage,--warning-as-error"]
@@ -114,7 +133,8 @@ def make_extension():
     if with_cuda:
         print(f"  CUDA archs     {os.environ['TORCH_CUDA_ARCH_LIST']}")
         print(f"  CUDA sources   {len(cuda_sources)}")
-    print(f"  build          {'debug' if debug else 'release'}")
+    sanitize = os.environ.get("FASTCONV_SANITIZE") == "1"
+    print(f"  build          {'ASan + UBSan' if sanitize else 'debug' if debug else 'release'}")
     print(f"  glue sources   {len(glue)}")
     for isa, srcs in isa_sources().items():
         print(f"  {isa:<8} TUs   {len(srcs)} ({' '.join(ISA_FLAGS[isa]) or 'portable'})")
