@@ -1,6 +1,7 @@
 """64-bit indexing: ops on an input of more than 2^31 elements (8.6 GB of float32) give torch's
 answer. Slow and memory-hungry (about 12 GB resident): runs in the long mode only
-(FASTCONV_LONG=1, `make hardening`)."""
+(FASTCONV_LONG=1, `make hardening`). It found that global average pooling lost digits on huge
+planes; the CI-sized regression test for that is below."""
 import pytest
 import torch
 
@@ -42,3 +43,13 @@ def test_ops_past_two_to_the_31_elements():
         ref += x[0, :, i:i + 2048].double().sum((1, 2))
     ref /= SHAPE[2] * SHAPE[3]
     torch.testing.assert_close(fastconv.global_avg_pool2d(x).double().flatten(), ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_global_mean_of_a_large_plane_keeps_its_digits(layout):
+    # The accuracy bug the 2^31 test found, at a size CI can afford (2 x 2^24 elements): one
+    # running float32 sum per lane drifted ~1e-4 from the mean; blocks summed into a double do not.
+    x = (torch.rand(1, 3, 4096, 4096, generator=torch.Generator().manual_seed(1)) + 0.5).contiguous(
+        memory_format=layout)
+    ref = x.double().mean((2, 3), keepdim=True)
+    torch.testing.assert_close(fastconv.global_avg_pool2d(x).double(), ref, rtol=2e-6, atol=0)
