@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import fastconv
 from conftest import CAPABILITIES, CONV_ALGOS, forced
 from reference import squeeze_excitation_ref, to_layout
+from test_pool import window_cases
 
 LAYOUTS = ["nchw", "channels_last", "strided"]
 DTYPES = [torch.float32, torch.float64]
@@ -181,20 +182,14 @@ def test_fuzz_conv2d_fused(case, env, bn, residual, relu):
 
 @st.composite
 def pool_cases(draw, dilation=True):
-    """Includes parameter sets torch rejects: we must reject them too."""
-    kh, kw = draw(st.integers(1, 6)), draw(st.integers(1, 6))
-    sh, sw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
-    dh, dw = (draw(st.integers(1, 3)), draw(st.integers(1, 3))) if dilation else (1, 1)
-    ph = draw(st.integers(0, ((kh - 1) * dh + 1) // 2))
-    pw = draw(st.integers(0, ((kw - 1) * dw + 1) // 2))
-    n = draw(st.sampled_from([0, 1, 2, 3]))
-    shape = (n, draw(st.integers(1, 20)), draw(st.integers(1, 24)), draw(st.integers(1, 40)))
-    if draw(st.booleans()) and n == 1:
+    """test_pool's window cases (they include parameter sets torch rejects: we must reject them
+    too) plus what the fuzz draws on top: dtype, layout, NaN / Inf, seed."""
+    case = draw(window_cases(dilation=dilation))
+    shape = case.pop("shape")
+    if case.pop("unbatched"):
         shape = shape[1:]
-    return dict(shape=shape, kernel_size=(kh, kw), stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw),
-                ceil_mode=draw(st.booleans()), dtype=draw(st.sampled_from(DTYPES)),
-                layout=draw(st.sampled_from(LAYOUTS)), specials=draw(st.sampled_from([0.0, 0.0, 0.05])),
-                seed=draw(st.integers(0, 2**16)))
+    return dict(case, shape=shape, dtype=draw(st.sampled_from(DTYPES)), layout=draw(st.sampled_from(LAYOUTS)),
+                specials=draw(st.sampled_from([0.0, 0.0, 0.05])), seed=draw(st.integers(0, 2**16)))
 
 
 def _rejected_alike(ours, theirs):

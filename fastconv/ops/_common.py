@@ -91,27 +91,20 @@ def register_autocast(name, cast):
         op.py_impl(dispatch_key)(lambda *args, kernel=kernel: kernel(None, *args))
 
 
-def autocast_lower_precision(*positions):
-    """The rule of torch's lower-precision ops (conv2d, linear): the floating-point tensors at
-    ``positions`` are cast to the autocast dtype."""
+def autocast_to(dtype_out, *positions):
+    """The floating-point tensors at ``positions`` cast to ``dtype_out`` (torch's float32 list),
+    or with ``dtype_out=None`` to the region's dtype (torch's lower-precision ops: conv2d)."""
 
     def cast(args, dtype):
         for i in positions:
-            args[i] = _cast_floating(args[i], dtype)
+            args[i] = _cast_floating(args[i], dtype_out or dtype)
         return args
 
     return cast
 
 
-def autocast_to(dtype_out, *positions):
-    """A fixed dtype for the tensors at ``positions`` (torch's float32 list)."""
-
-    def cast(args, _dtype):
-        for i in positions:
-            args[i] = _cast_floating(args[i], dtype_out)
-        return args
-
-    return cast
+def autocast_lower_precision(*positions):
+    return autocast_to(None, *positions)
 
 
 def autocast_promote(*positions):
