@@ -79,5 +79,14 @@ PYBIND11_MODULE(_C, m) {
           }
         },
         py::arg("name"), "Force the conv2d algorithm: 'auto' (the heuristic), 'direct' or 'gemm1x1'.");
+  m.def("set_conv_band_bytes",
+        [](int64_t bytes) {
+          try {
+            return fastconv::conv::set_conv_band_bytes(bytes);
+          } catch (const std::invalid_argument& e) {
+            throw py::value_error(e.what());
+          }
+        },
+        py::arg("bytes"), "Set the conv2d row-band budget in bytes (tests); returns the previous one.");
   m.def("conv_algo", &fastconv::conv::conv_algo_name, "The forced conv2d algorithm ('auto' if none).");
 }

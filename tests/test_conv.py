@@ -250,6 +250,52 @@ def test_conv2d_threads_do_not_change_results():
     assert torch.equal(y1, y2)
 
 
+@pytest.mark.parametrize("shape", [
+    # (N, C, H, W, OC, k, stride, padding, dilation, groups)
+    (3, 20, 13, 11, 37, 3, 1, 1, 1, 1),   # Winograd; 37 output channels: several weight slices
+    (2, 6, 15, 9, 10, 5, 2, 2, 1, 1),     # strided: image bands in the input gradient
+    (2, 9, 12, 14, 12, 3, 1, 2, 2, 3),    # dilated, grouped
+    (3, 16, 7, 8, 24, 1, 1, 0, 1, 1),     # 1x1: read in place when channels_last
+])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_conv2d_row_bands_change_nothing(cpu_capability, conv_algo, shape, layout):
+    """The padded input and the NCHW output exist a band of rows at a time; any band size
+    gives the results of one band, bit for bit (weight gradients included), forward with a
+    fused residual + ReLU and backward."""
+    n, c, h, w, oc, k, s, p, d, g = shape
+    x = _layout(torch.randn(n, c, h, w), layout)
+    wt = torch.randn(oc, c // g, k, k)
+    b, res = torch.randn(oc), torch.randn(n, oc, (h + 2 * p - d * (k - 1) - 1) // s + 1,
+                                          (w + 2 * p - d * (k - 1) - 1) // s + 1)
+    res = _layout(res, layout)
+    gy = _layout(torch.randn_like(res), layout)
+
+    def run():
+        fused = fastconv.conv2d_fused(x, wt, b, None, None, res, True, s, p, d, g)
+        xs, ws, bs = (t.detach().clone().requires_grad_(True) for t in (x, wt, b))
+        y = fastconv.conv2d(xs, ws, bs, s, p, d, g)
+        return (fused, y) + torch.autograd.grad(y, (xs, ws, bs), gy)
+
+    whole = run()
+    for band in (1, 700, 5000):
+        previous = fastconv._C.set_conv_band_bytes(band)
+        try:
+            banded = run()
+        finally:
+            fastconv._C.set_conv_band_bytes(previous)
+        for a, e in zip(banded, whole):
+            assert torch.equal(a, e), band
+    ref = F.conv2d(x, wt, b, s, p, d, g)
+    scale = 10 if conv_algo == "winograd4" else 1
+    torch.testing.assert_close(whole[1], ref, atol=1e-4 * scale, rtol=1e-4 * scale)
+    torch.testing.assert_close(whole[0], torch.relu(ref + res), atol=1e-4 * scale, rtol=1e-4 * scale)
+
+
+def test_conv_band_budget_is_validated():
+    with pytest.raises(ValueError, match="at least 1 byte"):
+        fastconv._C.set_conv_band_bytes(0)
+
+
 def _rel_error(algo, x, w):
     with forced(fastconv.conv_algo, fastconv.set_conv_algo, algo):
         y = fastconv.conv2d(x, w, padding=1)

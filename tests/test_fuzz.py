@@ -24,19 +24,22 @@ SPECIALS = [float("nan"), float("inf"), -float("inf")]
 
 @contextlib.contextmanager
 def machine(env):
-    """The SIMD path, conv algorithm and thread count a case drew, restored afterwards."""
+    """The SIMD path, conv algorithm, thread count and conv row-band budget (the default
+    2 MB, or small enough to cut every layer into many bands) a case drew, restored afterwards."""
     threads = torch.get_num_threads()
     torch.set_num_threads(env["threads"])
+    band = fastconv._C.set_conv_band_bytes(env.get("band", 2 << 20))
     try:
         with forced(fastconv.cpu_capability, fastconv.set_cpu_capability, env["cap"]), \
                 forced(fastconv.conv_algo, fastconv.set_conv_algo, env["algo"]):
             yield
     finally:
         torch.set_num_threads(threads)
+        fastconv._C.set_conv_band_bytes(band)
 
 
 envs = st.fixed_dictionaries({"cap": st.sampled_from(CAPABILITIES), "algo": st.sampled_from(CONV_ALGOS),
-                              "threads": st.sampled_from([1, 2])})
+                              "threads": st.sampled_from([1, 2]), "band": st.sampled_from([2 << 20, 1, 3000])})
 
 
 def _tol(dtype):

@@ -10,9 +10,9 @@
 //            winograd4 = F(4x4, 3x3) only when forced (larger float32 error).
 //   nchw     few input channels (<= 4 per group), stride 1 along W, NCHW in and out: direct
 //            convolution with output pixels in the lanes (LeNet's first layer).
-//   direct   everything else: NHWC-orientation direct convolution from a zero-padded NHWC
-//            copy of the input (none when the input is channels_last and unpadded); output
-//            written straight into NCHW or channels_last.
+//   direct   everything else: NHWC-orientation direct convolution reading the input as
+//            zero-padded NHWC rows, packed a band at a time (read in place when the input is
+//            channels_last and unpadded).
 // A forced algorithm that cannot run a shape (gemm1x1 on a 3x3, winograd on a 5x5) falls
 // back to direct, and so does Winograd for an input holding Inf or NaN (torch's propagation).
 #include <ATen/ATen.h>
@@ -21,9 +21,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <stdexcept>
 #include <tuple>
+#include <vector>
 
 #include "../../common/dispatch.h"
 #include "conv_algo.h"
@@ -83,6 +85,15 @@ std::string conv_algo_name() {
 }
 
 namespace {
+std::atomic<int64_t> g_band_bytes{int64_t(512) << 10};
+}  // namespace
+
+int64_t set_conv_band_bytes(int64_t bytes) {
+  if (bytes < 1) throw std::invalid_argument("conv band size must be at least 1 byte; got " + std::to_string(bytes));
+  return g_band_bytes.exchange(bytes, std::memory_order_relaxed);
+}
+
+namespace {
 
 template <class T>
 const ConvKernels<T>* select_kernels();
@@ -134,36 +145,136 @@ FwdPlan gemm1x1_plan(const ConvKernels<T>* kt, const ConvParams& p) {
   return plan;
 }
 
-// The input as a padded NHWC stack, reusing the tensor itself when it already is one.
+// Peak memory: a convolution used to read a zero-padded NHWC copy of its whole input and (NCHW
+// output) write a channels-last copy of its whole output, each as large as the tensor itself,
+// where torch's oneDNN kernels pad implicitly and keep a few MB of scratchpad. Both copies now
+// exist one band of rows at a time, about band_bytes() each (512 KB; set_conv_band_bytes lets
+// the tests cut every layer into many bands); neighbouring input bands re-pack the few halo
+// rows they share. On the benchmark suite 512 KB bands ran as fast as 2 MB ones or faster
+// (up to 1.2x on 3x3 layers: a band is still in L2 when the kernel reads it).
+int64_t band_bytes() { return g_band_bytes.load(std::memory_order_relaxed); }
+
+// A pointer the kernels can index with a whole tensor's coordinates when the buffer holds its
+// rows from `elems` on. Formed through an integer: the intermediate lies outside the buffer,
+// every address the kernels form from it lies inside.
 template <class T>
-PaddedNhwc<T> padded_nhwc(const ConvKernels<T>* kt, const at::Tensor& x, int64_t pt, int64_t pb,
-                          int64_t pl, int64_t pr, at::Tensor& storage) {
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  PaddedNhwc<T> out;
-  out.c = C;
-  out.hp = H + pt + pb;
-  out.wp = W + pl + pr;
-  if (pt == 0 && pb == 0 && pl == 0 && pr == 0 && x.is_contiguous(at::MemoryFormat::ChannelsLast)) {
-    out.data = x.const_data_ptr<T>();
-    return out;
-  }
-  storage = at::empty({N * out.hp * out.wp * C}, x.options());
-  T* dst = storage.mutable_data_ptr<T>();
-  const T* src = x.const_data_ptr<T>();
-  const Strides4 s = strides_of(x);
-  const int64_t hp = out.hp, wp = out.wp;
-  at::parallel_for(0, N * hp, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, wp * C)),
-                   [&](int64_t b, int64_t e) { kt->pack_nhwc(src, s, C, H, W, pt, pl, hp, wp, dst, b, e); });
-  out.data = dst;
-  return out;
+T* rebased(T* band, int64_t elems) {
+  return reinterpret_cast<T*>(reinterpret_cast<uintptr_t>(band) - static_cast<uintptr_t>(elems) * sizeof(T));
 }
+
+// The zero-padded NHWC input, materialised a band of rows at a time; row r = n * hp + h.
+// An unpadded channels_last input is read in place.
+template <class T>
+class PaddedBands {
+ public:
+  PaddedBands(const ConvKernels<T>* kt, const at::Tensor& x, int64_t pt, int64_t pb, int64_t pl, int64_t pr)
+      : kt_(kt), x_(x), pt_(pt), pl_(pl) {
+    view_.c = x.size(1);
+    view_.hp = x.size(2) + pt + pb;
+    view_.wp = x.size(3) + pl + pr;
+    total_ = x.size(0) * view_.hp;
+    band_rows_ = std::max<int64_t>(1, band_bytes() / std::max<int64_t>(1, view_.wp * view_.c * int64_t(sizeof(T))));
+    if (pt == 0 && pb == 0 && pl == 0 && pr == 0 && x.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+      view_.data = x.const_data_ptr<T>();
+      hi_ = total_;
+      in_place_ = true;
+    }
+  }
+  bool in_place() const { return in_place_; }
+  int64_t hp() const { return view_.hp; }
+  int64_t band_rows() const { return band_rows_; }
+
+  // The input with at least the padded rows [lo, hi) readable (indexed from row 0).
+  const PaddedNhwc<T>& rows(int64_t lo, int64_t hi) {
+    if (lo >= lo_ && hi <= hi_) return view_;
+    const int64_t end = std::min(total_, lo + std::max(hi - lo, band_rows_));
+    const int64_t row = view_.wp * view_.c;
+    if (storage_.numel() < (end - lo) * row) storage_ = at::empty({(end - lo) * row}, x_.options());
+    T* dst = storage_.mutable_data_ptr<T>();
+    const T* src = x_.const_data_ptr<T>();
+    const Strides4 s = strides_of(x_);
+    const int64_t C = view_.c, H = x_.size(2), W = x_.size(3), hp = view_.hp, wp = view_.wp;
+    at::parallel_for(lo, end, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, row)), [&](int64_t b, int64_t e) {
+      kt_->pack_nhwc(src, s, C, H, W, pt_, pl_, hp, wp, dst + (b - lo) * row, b, e);
+    });
+    view_.data = rebased<const T>(dst, lo * row);
+    lo_ = lo;
+    hi_ = end;
+    return view_;
+  }
+
+ private:
+  const ConvKernels<T>* kt_;
+  const at::Tensor& x_;
+  int64_t pt_, pl_;
+  PaddedNhwc<T> view_;
+  int64_t total_ = 0, band_rows_ = 1, lo_ = 0, hi_ = 0;
+  bool in_place_ = false;
+  at::Tensor storage_;
+};
+
+// Where a forward kernel writes: y itself, or, for a channel-major (NCHW) y, a channels-last
+// band of output rows (r = n * OH + oh) transposed into y once the band is done. Scattering
+// single floats from the output tiles into NCHW cost up to 25% (AlexNet conv2, K = 1600: 0.88x
+// torch against 1.13x channels_last); the transpose moves 8 x 8 blocks and applies the
+// residual and ReLU there.
+template <class T>
+class OutputBands {
+ public:
+  OutputBands(const ConvKernels<T>* kt, const ConvParams& p, at::Tensor& y, const Epilogue<T>& ep)
+      : kt_(kt), p_(p), y_(y), ep_(ep), inner_(ep) {
+    banded_ = y.stride(1) != 1 && p.OC > 1;
+    if (banded_) {
+      inner_.residual = nullptr;
+      inner_.relu = false;
+      strides_ = {p.OH * p.OW * p.OC, 1, p.OW * p.OC, p.OC};
+    } else {
+      strides_ = strides_of(y);
+    }
+  }
+  bool banded() const { return banded_; }
+  int64_t row_bytes() const { return p_.OW * p_.OC * int64_t(sizeof(T)); }
+  const Epilogue<T>& epilogue() const { return inner_; }
+  Strides4 strides() const { return strides_; }
+
+  // The base pointer for output rows [lo, hi).
+  T* begin(int64_t lo, int64_t hi) {
+    if (!banded_) return y_.mutable_data_ptr<T>();
+    const int64_t row = p_.OW * p_.OC;
+    if (storage_.numel() < (hi - lo) * row) storage_ = at::empty({(hi - lo) * row}, y_.options());
+    base_ = rebased(storage_.mutable_data_ptr<T>(), lo * row);
+    return base_;
+  }
+  void finish(int64_t lo, int64_t hi) {
+    if (!banded_) return;
+    T* ys = y_.mutable_data_ptr<T>();
+    const Strides4 yst = strides_of(y_);
+    const T* src = base_;
+    at::parallel_for(lo, hi, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, p_.OW * p_.OC)),
+                     [&](int64_t b, int64_t e) {
+                       kt_->unpack_nhwc(src, p_.OH, p_.OW, p_.OC, 0, 0, p_.OH, p_.OW, ys, yst, ep_.residual,
+                                        ep_.rs, ep_.relu, b, e);
+                     });
+  }
+
+ private:
+  const ConvKernels<T>* kt_;
+  const ConvParams& p_;
+  at::Tensor& y_;
+  const Epilogue<T>& ep_;
+  Epilogue<T> inner_;
+  bool banded_ = false;
+  Strides4 strides_;
+  at::Tensor storage_;
+  T* base_ = nullptr;
+};
 
 template <class T>
 at::Tensor packed_weight(const ConvKernels<T>* kt, const at::Tensor& w, const ConvParams& p, bool swap,
-                         int block) {
+                         bool transposed, int block) {
   const int64_t blocked = swap ? p.icg() : p.ocg(), kdim = swap ? p.ocg() : p.icg();
   at::Tensor out = at::empty({p.groups * ceil_div(blocked, block) * block * p.KH * p.KW * kdim}, w.options());
-  kt->pack_weight(w.const_data_ptr<T>(), p, swap, block, out.mutable_data_ptr<T>());
+  kt->pack_weight(w.const_data_ptr<T>(), p, swap, transposed, block, out.mutable_data_ptr<T>());
   return out;
 }
 
@@ -207,56 +318,95 @@ int winograd_m(const ConvParams& p) {
   }
 }
 
+// Output channels [oc0, oc0 + p.OC) of a Winograd layer with oc_total of them (ep and y
+// already offset to the slice; w is the whole weight, transposed as in pack_weight).
 template <class T>
-void winograd_forward(const ConvParams& p, int m, const at::Tensor& x, const at::Tensor& w,
-                      const Epilogue<T>& ep, at::Tensor& y) {
+void winograd_slice(const ConvParams& p, int m, PaddedBands<T>& xb, const T* ws, bool transposed, int64_t oc0,
+                    int64_t oc_total, const Epilogue<T>& ep, at::Tensor& y) {
   const auto* kt = select_kernels<T>();
   const int64_t alpha = m + 2, a2 = alpha * alpha;
   const int64_t th = winograd_tiles(p.OH, m), tw = winograd_tiles(p.OW, m);
   const int64_t total = p.N * th * tw;
   const int64_t ocblocks = ceil_div(p.OC, kt->nr), ocp = ocblocks * kt->nr;
-  // Every tile reads a full (m + 2)^2 patch: pad the bottom / right out to whole tiles.
-  at::Tensor storage;
-  const PaddedNhwc<T> xp = padded_nhwc<T>(kt, x, p.pt, th * m + 2 - p.H - p.pt, p.pl, tw * m + 2 - p.W - p.pl,
-                                          storage);
-  at::Tensor u = at::empty({a2 * ocblocks * p.C * kt->nr}, x.options());
-  const T* ws = w.const_data_ptr<T>();
+  OutputBands<T> out(kt, p, y, ep);
+  at::Tensor u = at::empty({a2 * ocblocks * p.C * kt->nr}, y.options());
   T* us = u.mutable_data_ptr<T>();
-  at::parallel_for(0, ocblocks, 1, [&](int64_t b, int64_t e) { kt->winograd_weight(ws, p, m, us, b, e); });
-  // Chunks of tiles whose transformed inputs (a2 x count x C) take ~2 MB: they stay in cache
-  // from the input transform through the GEMMs.
-  int64_t chunk = (int64_t(2) << 20) / (a2 * std::max<int64_t>(p.C, 1) * int64_t(sizeof(T)));
-  chunk = std::clamp<int64_t>(chunk / kt->mr * kt->mr, kt->mr, std::max<int64_t>(total, 1));
-  at::Tensor v = at::empty({a2 * chunk * p.C}, x.options());
-  at::Tensor mm = at::empty({a2 * chunk * ocp}, x.options());
+  at::parallel_for(0, ocblocks, 1, [&](int64_t b, int64_t e) { kt->winograd_weight(ws, p, m, transposed, oc0, oc_total, us, b, e);
+  });
+  // Chunks of tiles whose transformed inputs (a2 x count x C) and products (a2 x count x OCp)
+  // take about a band each: they stay in cache from the input transform through the GEMMs
+  // to the output transform. At least 64 tiles: every chunk streams all of u through the
+  // GEMMs (at 512 channels, 16-tile chunks ran VGG conv5 1.4x slower). A banded output takes
+  // whole rows of tiles, so every band it hands on holds finished output rows.
+  int64_t chunk = band_bytes() / (a2 * std::max<int64_t>({p.C, ocp, 1}) * int64_t(sizeof(T)));
+  chunk = std::clamp<int64_t>(std::max<int64_t>(chunk, 64) / kt->mr * kt->mr, kt->mr, std::max<int64_t>(total, 1));
+  if (out.banded()) chunk = std::min(total, std::max<int64_t>(1, chunk / tw) * tw);
+  at::Tensor v = at::empty({a2 * chunk * p.C}, y.options());
+  at::Tensor mm = at::empty({a2 * chunk * ocp}, y.options());
   T* vs = v.mutable_data_ptr<T>();
   T* ms = mm.mutable_data_ptr<T>();
-  T* ys = y.mutable_data_ptr<T>();
-  const Strides4 yst = strides_of(y);
+  const Strides4 yst = out.strides();
   for (int64_t first = 0; first < total; first += chunk) {
     const int64_t count = std::min(chunk, total - first);
+    const int64_t last = first + count - 1;
+    const int64_t n0 = first / (th * tw), t0 = first / tw % th, n1 = last / (th * tw), t1 = last / tw % th;
+    const PaddedNhwc<T>& xp = xb.rows(n0 * xb.hp() + t0 * m, n1 * xb.hp() + t1 * m + alpha);
+    const int64_t o_lo = n0 * p.OH + t0 * m, o_hi = n1 * p.OH + std::min(p.OH, t1 * m + m);
+    T* ys = out.begin(o_lo, o_hi);
     at::parallel_for(0, count, 8, [&](int64_t b, int64_t e) { kt->winograd_input(xp, p, m, first, count, vs, b, e); });
     at::parallel_for(0, a2 * ocblocks, 1, [&](int64_t b, int64_t e) {
       kt->winograd_gemm(vs, us, p, m, count, ms, b, e);
     });
     at::parallel_for(0, count, 8, [&](int64_t b, int64_t e) {
-      kt->winograd_output(ms, p, m, first, count, ep, ys, yst, b, e);
+      kt->winograd_output(ms, p, m, first, count, out.epilogue(), ys, yst, b, e);
     });
+    out.finish(o_lo, o_hi);
+  }
+}
+
+// Winograd F(m x m, 3 x 3). The transformed weights (a2 x C x OC: 16/9 of the layer's own for
+// m = 2, 16.8 MB at 512 -> 512) are made a slice of output channels at a time, each slice
+// at most ~4 MB (eight bands); every slice transforms the input again, which costs adds only
+// (about 2 a2 C per tile, against a2 C OC multiply-adds in the products).
+template <class T>
+void winograd_forward(const ConvParams& p, int m, const at::Tensor& x, const at::Tensor& w, bool transposed,
+                      const Epilogue<T>& ep, at::Tensor& y) {
+  const auto* kt = select_kernels<T>();
+  const int64_t a2 = (m + 2) * (m + 2);
+  const int64_t th = winograd_tiles(p.OH, m), tw = winograd_tiles(p.OW, m);
+  // Every tile reads a full (m + 2)^2 patch: pad the bottom / right out to whole tiles.
+  PaddedBands<T> xb(kt, x, p.pt, th * m + 2 - p.H - p.pt, p.pl, tw * m + 2 - p.W - p.pl);
+  const int64_t ocblocks = ceil_div(p.OC, kt->nr);
+  const int64_t block_bytes = a2 * p.C * kt->nr * int64_t(sizeof(T));
+  const int64_t slices = ceil_div(ocblocks * block_bytes, 8 * band_bytes());
+  const int64_t slice_blocks = ceil_div(ocblocks, std::max<int64_t>(slices, 1));
+  const T* ws = w.const_data_ptr<T>();
+  for (int64_t b0 = 0; b0 < ocblocks; b0 += slice_blocks) {
+    const int64_t oc0 = b0 * kt->nr;
+    ConvParams q = p;
+    q.OC = std::min(p.OC, (b0 + slice_blocks) * kt->nr) - oc0;
+    Epilogue<T> e = ep;
+    if (e.scale) e.scale += oc0;
+    if (e.shift) e.shift += oc0;
+    if (e.residual) e.residual += oc0 * e.rs.c;
+    at::Tensor ys = oc0 == 0 && q.OC == p.OC ? y : y.narrow(1, oc0, q.OC);
+    winograd_slice<T>(q, m, xb, ws, transposed, oc0, p.OC, e, ys);
   }
 }
 
 template <class T>
-void direct_forward(const ConvParams& p, const at::Tensor& x, const at::Tensor& w, const Epilogue<T>& ep,
-                    at::Tensor& y);
+void direct_forward(const ConvParams& p, const at::Tensor& x, const at::Tensor& w, bool transposed,
+                    const Epilogue<T>& ep, at::Tensor& y);
 
-// y = epilogue(conv(x, w)); w is (OC, C / groups, KH, KW) contiguous. Padding may be negative
-// (a crop) for the input-gradient convolutions.
+// y = epilogue(conv(x, w)); w is (OC, C / groups, KH, KW) contiguous, or, transposed, the
+// weight of the layer whose input gradient this is (see ConvKernels::pack_weight). Padding may
+// be negative (a crop) for the input-gradient convolutions.
 template <class T>
-void forward_into(const ConvParams& p, const at::Tensor& x, const at::Tensor& w, const Epilogue<T>& ep,
-                  at::Tensor& y, bool channels_last) {
+void forward_into(const ConvParams& p, const at::Tensor& x, const at::Tensor& w, bool transposed,
+                  const Epilogue<T>& ep, at::Tensor& y, bool channels_last) {
   const auto* kt = select_kernels<T>();
   if (use_gemm1x1(p, channels_last) && x.is_contiguous() && y.is_contiguous()) {
-    const at::Tensor wp = packed_weight(kt, w, p, false, kt->mr_nchw);
+    const at::Tensor wp = packed_weight(kt, w, p, false, transposed, kt->mr_nchw);
     const FwdPlan plan = gemm1x1_plan(kt, p);
     const T* xs = x.const_data_ptr<T>();
     const T* ws = wp.const_data_ptr<T>();
@@ -273,7 +423,7 @@ void forward_into(const ConvParams& p, const at::Tensor& x, const at::Tensor& w,
       ((forced == ConvAlgo::Auto && p.icg() <= 4 && p.OW >= 8) || forced == ConvAlgo::NchwDirect)) {
     const at::Tensor xp = at::constant_pad_nd(x, {p.pl, p.pr, p.pt, p.pb}, 0).contiguous();
     const int64_t hp = xp.size(2), wpd = xp.size(3);
-    const at::Tensor wp = packed_weight(kt, w, p, false, kt->mr_nchw);
+    const at::Tensor wp = packed_weight(kt, w, p, false, transposed, kt->mr_nchw);
     FwdPlan plan;
     plan.rows_per_task = std::clamp<int64_t>(ceil_div(1024, p.OW), 1, p.OH);
     plan.row_chunks = ceil_div(p.OH, plan.rows_per_task);
@@ -287,53 +437,52 @@ void forward_into(const ConvParams& p, const at::Tensor& x, const at::Tensor& w,
   }
   int m = winograd_m(p);
   if (m != 0 && !all_finite<T>(x)) m = 0;
-  // Channel-major (NCHW) output: scattering single floats from the output tiles cost up to
-  // 25% (AlexNet conv2, K = 1600: 0.88x torch vs 1.13x channels_last); Winograd and direct
-  // write channels-last scratch instead, transposed into y in 8 x 8 blocks with the residual
-  // and ReLU applied there.
-  const bool y_nchw = y.stride(1) != 1 && p.OC > 1;
-  if (y_nchw) {
-    at::Tensor scratch = at::empty({p.N, p.OH, p.OW, p.OC}, y.options());
-    Epilogue<T> inner = ep;
-    inner.residual = nullptr;
-    inner.relu = false;
-    at::Tensor view = scratch.permute({0, 3, 1, 2});
-    if (m) {
-      winograd_forward<T>(p, m, x, w, inner, view);
-    } else {
-      direct_forward<T>(p, x, w, inner, view);
-    }
-    const T* ss = scratch.const_data_ptr<T>();
-    T* ys = y.mutable_data_ptr<T>();
-    const Strides4 yst = strides_of(y);
-    at::parallel_for(0, p.N * p.OH, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, p.OW * p.OC)),
-                     [&](int64_t b, int64_t e) {
-                       kt->unpack_nhwc(ss, p.OH, p.OW, p.OC, 0, 0, p.OH, p.OW, ys, yst, ep.residual, ep.rs,
-                                       ep.relu, b, e);
-                     });
-    return;
-  }
   if (m) {
-    winograd_forward<T>(p, m, x, w, ep, y);
+    winograd_forward<T>(p, m, x, w, transposed, ep, y);
     return;
   }
-  direct_forward<T>(p, x, w, ep, y);
+  direct_forward<T>(p, x, w, transposed, ep, y);
 }
 
 template <class T>
-void direct_forward(const ConvParams& p, const at::Tensor& x, const at::Tensor& w, const Epilogue<T>& ep,
-                    at::Tensor& y) {
+void direct_forward(const ConvParams& p, const at::Tensor& x, const at::Tensor& w, bool transposed,
+                    const Epilogue<T>& ep, at::Tensor& y) {
   const auto* kt = select_kernels<T>();
-  at::Tensor storage;
-  const PaddedNhwc<T> xp = padded_nhwc<T>(kt, x, p.pt, p.pb, p.pl, p.pr, storage);
-  const at::Tensor wp = packed_weight(kt, w, p, false, kt->nr);
+  PaddedBands<T> xb(kt, x, p.pt, p.pb, p.pl, p.pr);
+  OutputBands<T> out(kt, p, y, ep);
+  const at::Tensor wp = packed_weight(kt, w, p, false, transposed, kt->nr);
   const FwdPlan plan = nhwc_plan(kt, p);
   const T* ws = wp.const_data_ptr<T>();
-  T* ys = y.mutable_data_ptr<T>();
-  const Strides4 yst = strides_of(y);
-  at::parallel_for(0, plan.tasks(p), 1, [&](int64_t b, int64_t e) {
-    kt->forward_nhwc(xp, ws, p, plan, ep, ys, yst, b, e);
-  });
+  const Strides4 yst = out.strides();
+  // Bands of (image, row chunk) pairs k = n * rc + chunk, within both band budgets.
+  const int64_t rc = plan.row_chunks, rpt = plan.rows_per_task;
+  const int64_t gb = p.groups * (plan.blocks_inner ? 1 : plan.blocks);
+  const int64_t chunks = p.N * rc;
+  int64_t per_band = xb.in_place() ? chunks : std::max<int64_t>(1, xb.band_rows() / (rpt * p.sh));
+  if (out.banded()) per_band = std::min(per_band, std::max<int64_t>(1, band_bytes() / (rpt * out.row_bytes())));
+  for (int64_t k0 = 0; k0 < chunks; k0 += per_band) {
+    const int64_t k1 = std::min(chunks, k0 + per_band), cnt = k1 - k0;
+    const int64_t n0 = k0 / rc, c0 = k0 % rc, n1 = (k1 - 1) / rc, c1 = (k1 - 1) % rc;
+    const int64_t oh_last = std::min(p.OH, (c1 + 1) * rpt) - 1;
+    const PaddedNhwc<T>& xp =
+        xb.rows(n0 * xb.hp() + c0 * rpt * p.sh, n1 * xb.hp() + oh_last * p.sh + (p.KH - 1) * p.dh + 1);
+    const int64_t o_lo = n0 * p.OH + c0 * rpt, o_hi = n1 * p.OH + oh_last + 1;
+    T* ys = out.begin(o_lo, o_hi);
+    // Item i = (group / channel block j, band chunk) with the chunk fastest, as the kernel's
+    // task order has it: a thread's consecutive rows share a weight block.
+    at::parallel_for(0, gb * cnt, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e;) {
+        const int64_t j = i / cnt, k = k0 + i % cnt;
+        const int64_t n = k / rc, c = k % rc;
+        // The run of items that stays inside one (image, j): consecutive kernel tasks.
+        const int64_t len = std::min({e - i, cnt - i % cnt, rc - c});
+        const int64_t t = (n * gb + j) * rc + c;
+        kt->forward_nhwc(xp, ws, p, plan, out.epilogue(), ys, yst, t, t + len);
+        i += len;
+      }
+    });
+    out.finish(o_lo, o_hi);
+  }
 }
 
 at::Tensor conv2d_fused_cpu(const at::Tensor& input, const at::Tensor& weight,
@@ -375,7 +524,7 @@ at::Tensor conv2d_fused_cpu(const at::Tensor& input, const at::Tensor& weight,
       ep.rs = strides_of(res);
     }
     ep.relu = relu;
-    forward_into<scalar_t>(p, x, w, ep, y, cl);
+    forward_into<scalar_t>(p, x, w, false, ep, y, cl);
   });
   return y;
 }
@@ -399,38 +548,42 @@ void input_grad(const ConvParams& p, const at::Tensor& go, const at::Tensor& w, 
   q.OW = p.W;
   if (p.sh == 1 && p.sw == 1) {
     // A forward convolution of the output gradient with the flipped, transposed weight
-    // (per group), so every forward algorithm (1x1 GEMM, Winograd, direct) serves it.
+    // (per group), so every forward algorithm (1x1 GEMM, Winograd, direct) serves it. The
+    // weight packers read w that way: no transposed copy (a weight-sized buffer).
     q.pt = transposed_pad(p.pt, p.KH, p.dh);
     q.pb = transposed_pad(p.pb, p.KH, p.dh);
     q.pl = transposed_pad(p.pl, p.KW, p.dw);
     q.pr = transposed_pad(p.pr, p.KW, p.dw);
-    const at::Tensor wt = w.view({p.groups, p.ocg(), p.icg(), p.KH, p.KW})
-                              .transpose(1, 2)
-                              .flip({3, 4})
-                              .reshape({p.C, p.ocg(), p.KH, p.KW})
-                              .contiguous();
     const Epilogue<T> ep;
-    forward_into<T>(q, go, wt, ep, gx, !gx.is_contiguous());
+    forward_into<T>(q, go, w, true, ep, gx, !gx.is_contiguous());
     return;
   }
-  // Strided: scatter into a padded NHWC buffer, then crop into gx.
+  // Strided: scatter into a padded NHWC buffer, then crop into gx; a band of images at a time
+  // (a multiple of the thread count: a task is one image's channel block).
   const int64_t hp = p.H + p.pt + p.pb, wpd = p.W + p.pl + p.pr;
-  at::Tensor buf = at::empty({p.N * hp * wpd * p.C}, go.options());
-  const at::Tensor wp = packed_weight(kt, w, p, true, kt->nr);
+  const int64_t image = hp * wpd * p.C;
+  const int64_t threads = at::get_num_threads();
+  const int64_t per_band = std::min(
+      p.N, ceil_div(std::max<int64_t>(1, band_bytes() / (image * int64_t(sizeof(T)))), threads) * threads);
+  at::Tensor buf = at::empty({per_band * image}, go.options());
+  const at::Tensor wp = packed_weight(kt, w, p, true, false, kt->nr);
   const Strides4 gst = strides_of(go);
-  const T* gs = go.const_data_ptr<T>();
+  const Strides4 xst = strides_of(gx);
   const T* ws = wp.const_data_ptr<T>();
   T* bs = buf.mutable_data_ptr<T>();
-  const int64_t tasks = p.N * p.groups * ceil_div(p.icg(), kt->nr);
-  at::parallel_for(0, tasks, 1, [&](int64_t b, int64_t e) {
-    kt->input_grad_scatter(gs, gst, ws, p, bs, hp, wpd, b, e);
-  });
-  T* xs = gx.mutable_data_ptr<T>();
-  const Strides4 xst = strides_of(gx);
-  at::parallel_for(0, p.N * p.H, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, p.W * p.C)),
-                   [&](int64_t b, int64_t e) {
-                     kt->unpack_nhwc(bs, hp, wpd, p.C, p.pt, p.pl, p.H, p.W, xs, xst, nullptr, {}, false, b, e);
-                   });
+  const int64_t iblocks = ceil_div(p.icg(), kt->nr);
+  for (int64_t n0 = 0; n0 < p.N; n0 += per_band) {
+    const int64_t nb = std::min(per_band, p.N - n0);
+    const T* gs = go.const_data_ptr<T>() + n0 * gst.n;
+    T* xs = gx.mutable_data_ptr<T>() + n0 * xst.n;
+    at::parallel_for(0, nb * p.groups * iblocks, 1, [&](int64_t b, int64_t e) {
+      kt->input_grad_scatter(gs, gst, ws, p, bs, hp, wpd, b, e);
+    });
+    at::parallel_for(0, nb * p.H, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, p.W * p.C)),
+                     [&](int64_t b, int64_t e) {
+                       kt->unpack_nhwc(bs, hp, wpd, p.C, p.pt, p.pl, p.H, p.W, xs, xst, nullptr, {}, false, b, e);
+                     });
+  }
 }
 
 template <class T>
@@ -440,17 +593,43 @@ void weight_and_bias_grad(const ConvParams& p, const at::Tensor& go, const at::T
   const Strides4 gst = strides_of(go);
   const T* gs = go.const_data_ptr<T>();
   if (gw) {
-    at::Tensor storage;
-    const PaddedNhwc<T> xp = padded_nhwc<T>(kt, x, p.pt, p.pb, p.pl, p.pr, storage);
+    // Bands of output rows (n, oh) starting at multiples of the kernel's reduction chunk, so
+    // the sums are those of one pass over all rows, bit for bit.
+    PaddedBands<T> xb(kt, x, p.pt, p.pb, p.pl, p.pr);
+    const int64_t rows = p.N * p.OH, rpc = wgrad_rows_per_chunk(p);
+    const int64_t per_band = xb.in_place() ? rows : std::max<int64_t>(1, xb.band_rows() / (rpc * p.sh)) * rpc;
     T* out = gw->mutable_data_ptr<T>();
-    at::parallel_for(0, kt->weight_grad_tiles(p), 1, [&](int64_t b, int64_t e) {
-      kt->weight_grad(gs, gst, xp, p, out, b, e);
-    });
+    for (int64_t r0 = 0; r0 < rows; r0 += per_band) {
+      const int64_t r1 = std::min(rows, r0 + per_band);
+      const int64_t n0 = r0 / p.OH, oh0 = r0 % p.OH, n1 = (r1 - 1) / p.OH, oh1 = (r1 - 1) % p.OH;
+      const PaddedNhwc<T>& xp = xb.rows(n0 * xb.hp() + oh0 * p.sh, n1 * xb.hp() + oh1 * p.sh + (p.KH - 1) * p.dh + 1);
+      at::parallel_for(0, kt->weight_grad_tiles(p), 1, [&](int64_t b, int64_t e) {
+        kt->weight_grad(gs, gst, xp, p, out, r0, r1, b, e);
+      });
+    }
   }
   if (gb) {
     T* out = gb->mutable_data_ptr<T>();
     at::parallel_for(0, p.OC, 16, [&](int64_t b, int64_t e) { kt->bias_grad(gs, gst, p, out, b, e); });
   }
+}
+
+// (OC, KH, KW, ICg) -> (OC, ICg, KH, KW) in place, one output channel's slab at a time: a
+// weight-sized second buffer is what pushed the backward's peak above torch's (9.4 MB at
+// VGG's 512 -> 512).
+template <class T>
+void to_oihw_in_place(at::Tensor& g) {
+  const int64_t oc = g.size(0), k = g.size(1) * g.size(2), ic = g.size(3);
+  T* data = g.mutable_data_ptr<T>();
+  at::parallel_for(0, oc, 1, [&](int64_t b, int64_t e) {
+    std::vector<T> slab(static_cast<size_t>(k * ic));
+    for (int64_t o = b; o < e; ++o) {
+      T* d = data + o * k * ic;
+      std::copy(d, d + k * ic, slab.begin());
+      for (int64_t i = 0; i < ic; ++i)
+        for (int64_t j = 0; j < k; ++j) d[i * k + j] = slab[j * ic + i];
+    }
+  });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
@@ -485,8 +664,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
         weight_and_bias_grad<scalar_t>(p, g, input, mask[1] ? &gwb : nullptr, mask[2] ? &gb : nullptr);
     });
   }
-  at::Tensor gw = mask[1] ? gwb.permute({0, 3, 1, 2}).contiguous(weight.suggest_memory_format())
-                          : at::empty({0}, input.options());
+  at::Tensor gw;
+  if (!mask[1]) {
+    gw = at::empty({0}, input.options());
+  } else if (weight.suggest_memory_format() == at::MemoryFormat::ChannelsLast) {
+    gw = gwb.permute({0, 3, 1, 2});  // (OC, KH, KW, ICg) already is channels_last
+  } else {
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "conv2d_wgrad_layout", [&] { to_oihw_in_place<scalar_t>(gwb); });
+    gw = gwb.view({p.OC, p.icg(), p.KH, p.KW});
+  }
   return {gx, gw, gb};
 }
 

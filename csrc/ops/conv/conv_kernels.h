@@ -50,14 +50,20 @@ struct FwdPlan {
   }
 };
 
+// The weight gradient's reduction runs over output rows in chunks of ~256 pixels.
+inline int64_t wgrad_rows_per_chunk(const ConvParams& p) {
+  return p.OW > 0 && p.OW < 256 ? 256 / p.OW : 1;
+}
+
 template <class T>
 struct ConvKernels {
   int mr;  // output pixels per microkernel tile (NHWC orientation)
   int nr;  // output channels per tile (NHWC orientation): 2 SIMD vectors
   int mr_nchw;  // output channels per tile in the NCHW (pixels-in-vectors) orientation
 
-  // dst rows [row_begin, row_end) of the N * hp rows of a padded NHWC buffer from src:
-  // dst[n][h][w][c] = src[n][c][h - pt][w - pl] inside, 0 outside (negative pads crop).
+  // Rows [row_begin, row_end) of the N * hp rows of a padded NHWC buffer from src, written
+  // from dst on (dst holds row row_begin): row (n, h), pixel w, channel c = src[n][c][h - pt][w - pl]
+  // inside, 0 outside (negative pads crop).
   void (*pack_nhwc)(const T* src, Strides4 s, int64_t C, int64_t H, int64_t W, int64_t pt,
                     int64_t pl, int64_t hp, int64_t wp, T* dst, int64_t row_begin, int64_t row_end);
   // dst[n][c][h][w] = relu?(src[n][h + pt][w + pl][c] + res[n][c][h][w]) for rows
@@ -68,8 +74,10 @@ struct ConvKernels {
 
   // Weight (OC, ICg, KH, KW) contiguous -> blocks of `block` channels:
   // out[g][blk][kh][kw][k][block]. swap: the blocked axis is the input channel and k runs over
-  // output channels (input-gradient weights). Zero-filled past the end.
-  void (*pack_weight)(const T* w, const ConvParams& p, bool swap, int block, T* out);
+  // output channels (input-gradient weights). transposed: w is the weight of the layer whose
+  // input gradient this convolution computes (its channel axes swapped per group, flipped in
+  // both spatial axes), read as such without a copy. Zero-filled past the end.
+  void (*pack_weight)(const T* w, const ConvParams& p, bool swap, bool transposed, int block, T* out);
 
   // Direct convolution, NHWC orientation: tiles of mr output pixels x nr output channels,
   // input broadcast from the padded buffer, packed weights (pack_weight with block nr).
@@ -90,9 +98,12 @@ struct ConvKernels {
                               int64_t task_end);
 
   // Weight gradient into gw[g][o][kh][kw][ic] (OCg x KH x KW x ICg per group), for tiles
-  // [tile_begin, tile_end) of weight_grad_tiles(p).
+  // [tile_begin, tile_end) of weight_grad_tiles(p), summed over the output rows
+  // [row_begin, row_end) of the N * OH (n, oh) rows: row_begin == 0 overwrites gw, a later range
+  // adds to it. Ranges starting at multiples of wgrad_rows_per_chunk(p) give the sums of one
+  // call over all rows, bit for bit.
   void (*weight_grad)(const T* go, Strides4 gs, const PaddedNhwc<T>& x, const ConvParams& p,
-                      T* gw, int64_t tile_begin, int64_t tile_end);
+                      T* gw, int64_t row_begin, int64_t row_end, int64_t tile_begin, int64_t tile_end);
   int64_t (*weight_grad_tiles)(const ConvParams& p);
 
   // Input gradient of a strided layer: scatter-adds into a zeroed padded NHWC buffer
@@ -110,7 +121,10 @@ struct ConvKernels {
   // t = (n * tiles_h + th) * tiles_w + tw; a call handles a chunk of `count` tiles from
   // `first`. Buffers: u[xi][ocb][ic][nr] (weights), v[xi][count][C] (input tiles),
   // mm[xi][count][OCp] (products; OCp = OC rounded up to nr), xi < (m + 2)^2.
-  void (*winograd_weight)(const T* w, const ConvParams& p, int m, T* u, int64_t ocb_begin,
+  // Output channels [oc0, oc0 + p.OC) of w (transposed as in pack_weight: w is then
+  // (C, oc_total, 3, 3)).
+  void (*winograd_weight)(const T* w, const ConvParams& p, int m, bool transposed, int64_t oc0,
+                          int64_t oc_total, T* u, int64_t ocb_begin,
                           int64_t ocb_end);
   void (*winograd_input)(const PaddedNhwc<T>& x, const ConvParams& p, int m, int64_t first,
                          int64_t count, T* v, int64_t t_begin, int64_t t_end);

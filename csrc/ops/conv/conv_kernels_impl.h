@@ -139,7 +139,7 @@ void pack_nhwc(const T* src, Strides4 s, int64_t C, int64_t H, int64_t W, int64_
   const int64_t w_hi = std::clamp<int64_t>(pl + W, w_lo, wp);
   for (int64_t row = row_begin; row < row_end; ++row) {
     const int64_t n = row / hp, h = row % hp - pt;
-    T* d = dst + row * wp * C;
+    T* d = dst + (row - row_begin) * wp * C;
     if (h < 0 || h >= H || w_hi <= w_lo) {
       std::memset(d, 0, sizeof(T) * wp * C);
       continue;
@@ -189,7 +189,7 @@ void unpack_nhwc(const T* src, int64_t hp, int64_t wp, int64_t C, int64_t pt, in
 }
 
 template <class T>
-void pack_weight(const T* w, const ConvParams& p, bool swap, int block, T* out) {
+void pack_weight(const T* w, const ConvParams& p, bool swap, bool transposed, int block, T* out) {
   const int64_t ICg = p.icg(), OCg = p.ocg(), KH = p.KH, KW = p.KW;
   const int64_t blocked = swap ? ICg : OCg, kdim = swap ? OCg : ICg;
   const int64_t nblk = (blocked + block - 1) / block;
@@ -203,7 +203,8 @@ void pack_weight(const T* w, const ConvParams& p, bool swap, int block, T* out) 
               T v = T(0);
               if (ch < blocked) {
                 const int64_t o = swap ? k : ch, i = swap ? ch : k;
-                v = w[(((g * OCg + o) * ICg + i) * KH + kh) * KW + kw];
+                v = transposed ? w[(((g * ICg + i) * OCg + o) * KH + KH - 1 - kh) * KW + KW - 1 - kw]
+                               : w[(((g * OCg + o) * ICg + i) * KH + kh) * KW + kw];
               }
               *out++ = v;
             }
@@ -484,19 +485,18 @@ int64_t weight_grad_tiles(const ConvParams& p) {
 
 template <class T>
 void weight_grad(const T* go, Strides4 gs, const PaddedNhwc<T>& x, const ConvParams& p, T* gw,
-                 int64_t tile_begin, int64_t tile_end) {
+                 int64_t row_begin, int64_t row_end, int64_t tile_begin, int64_t tile_end) {
   using S = typename Tile<T>::S;
   using V = typename Tile<T>::V;
   constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR, NV = Tile<T>::NV, W = Tile<T>::W;
   const WgradShape sh = wgrad_shape<T>(p);
   const int64_t icg = p.icg(), ocg = p.ocg();
-  const int64_t rows = p.N * p.OH;
   // The reduction runs over output pixels in chunks of whole rows (~256 pixels). Per chunk
   // and tile, the input lanes the tile needs are copied into one contiguous [pixel][NR]
   // panel (in place they sit one padded row apart, a cache line per step), which then
   // serves every output-channel block; partial sums live in gw between chunks. Chunks are
   // visited in order, so the result does not depend on the thread count.
-  const int64_t rows_per_chunk = std::max<int64_t>(1, 256 / std::max<int64_t>(1, p.OW));
+  const int64_t rows_per_chunk = wgrad_rows_per_chunk(p);
   const int64_t wsize_o = p.KH * p.KW * icg;  // gw stride between output channels
   // Output channels in super-blocks whose slab of the output gradient (~96 KB) stays in L2
   // while this task's tiles stream past it (BLIS's MC level); without it the whole chunk of
@@ -505,8 +505,8 @@ void weight_grad(const T* go, Strides4 gs, const PaddedNhwc<T>& x, const ConvPar
   const int64_t oc_super = std::max<int64_t>(MR, (int64_t(96) * 1024 / int64_t(sizeof(T)) / chunk_px) / MR * MR);
   std::vector<Seg> segs(rows_per_chunk);
   std::vector<T> panel(static_cast<size_t>(rows_per_chunk * p.OW * NR));
-  for (int64_t r0 = 0; r0 < rows; r0 += rows_per_chunk) {
-    const int64_t r1 = std::min(rows, r0 + rows_per_chunk);
+  for (int64_t r0 = row_begin; r0 < row_end; r0 += rows_per_chunk) {
+    const int64_t r1 = std::min(row_end, r0 + rows_per_chunk);
     const bool first = r0 == 0;
     for (int64_t os = 0; os < ocg; os += oc_super)
     for (int64_t t = tile_begin; t < tile_end; ++t) {
@@ -684,7 +684,8 @@ FASTCONV_ALWAYS_INLINE void sandwich(const double (&L)[P][A], const typename S::
 }
 
 template <class T, int M>
-void winograd_weight_m(const T* w, const ConvParams& p, T* u, int64_t ocb_begin, int64_t ocb_end) {
+void winograd_weight_m(const T* w, const ConvParams& p, bool transposed, int64_t oc0, int64_t oc_total, T* u,
+                       int64_t ocb_begin, int64_t ocb_end) {
   using WG = Winograd<M>;
   constexpr int A = WG::A, NR = Tile<T>::NR;
   const int64_t C = p.C, ocblocks = (p.OC + NR - 1) / NR;
@@ -695,7 +696,9 @@ void winograd_weight_m(const T* w, const ConvParams& p, T* u, int64_t ocb_begin,
         double g[3][3] = {};
         if (oc < p.OC)
           for (int i = 0; i < 3; ++i)
-            for (int j = 0; j < 3; ++j) g[i][j] = w[((oc * C + ic) * 3 + i) * 3 + j];
+            for (int j = 0; j < 3; ++j)
+              g[i][j] = transposed ? w[((ic * oc_total + oc0 + oc) * 3 + 2 - i) * 3 + 2 - j]
+                                   : w[(((oc0 + oc) * C + ic) * 3 + i) * 3 + j];
         double gg[A][3];
         for (int i = 0; i < A; ++i)
           for (int j = 0; j < 3; ++j) {
@@ -818,8 +821,10 @@ void winograd_output_m(const T* mm, const ConvParams& p, int64_t first, int64_t 
 }
 
 template <class T>
-void winograd_weight(const T* w, const ConvParams& p, int m, T* u, int64_t b, int64_t e) {
-  if (m == 4) winograd_weight_m<T, 4>(w, p, u, b, e); else winograd_weight_m<T, 2>(w, p, u, b, e);
+void winograd_weight(const T* w, const ConvParams& p, int m, bool transposed, int64_t oc0, int64_t oc_total, T* u,
+                     int64_t b, int64_t e) {
+  if (m == 4) winograd_weight_m<T, 4>(w, p, transposed, oc0, oc_total, u, b, e);
+  else winograd_weight_m<T, 2>(w, p, transposed, oc0, oc_total, u, b, e);
 }
 template <class T>
 void winograd_input(const PaddedNhwc<T>& x, const ConvParams& p, int m, int64_t first, int64_t count, T* v,
