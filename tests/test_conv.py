@@ -217,6 +217,41 @@ def test_conv2d_fused_epilogue(cpu_capability, conv_algo, layout, k):
     torch.testing.assert_close(y, F.conv2d(x, w, shift, padding=k // 2), **tol)
 
 
+@pytest.mark.parametrize("shape", [
+    # (N, C, H, W, OC, groups). The 1x1 GEMMs run over the pixels of all images at once, so a
+    # tile may span images; above 512 input channels per group the reduction runs in blocks
+    # of 256 with the partial sums kept in the output.
+    (5, 24, 3, 5, 20, 1),      # 15 pixels per image: every tile spans images
+    (3, 600, 7, 7, 40, 1),     # three channel blocks (256, 256, 88); tiles across images
+    (2, 1100, 4, 3, 30, 2),    # 550 per group: blocks per group
+    (4, 40, 9, 9, 70, 1),
+])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_conv2d_1x1_gemm_spans_images_and_channel_blocks(cpu_capability, shape, layout, dtype):
+    n, c, h, w, oc, g = shape
+    x = _layout(torch.randn(n, c, h, w, dtype=dtype), layout).requires_grad_(True)
+    wt = (torch.randn(oc, c // g, 1, 1, dtype=dtype) * c ** -0.5).requires_grad_(True)
+    b, scale, shift = (torch.randn(oc, dtype=dtype) for _ in range(3))
+    res = _layout(torch.randn(n, oc, h, w, dtype=dtype), layout)
+    tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=1e-10, rtol=1e-10)
+    y = fastconv.conv2d_fused(x, wt, b, scale, shift, res, True, groups=g)
+    conv = F.conv2d(x, wt, b, groups=g)
+    torch.testing.assert_close(y, torch.relu(conv * scale[:, None, None] + shift[:, None, None] + res), **tol)
+    y = fastconv.conv2d(x, wt, b, groups=g)
+    torch.testing.assert_close(y, conv, **tol)
+    gy = torch.randn_like(conv)
+    for a, e in zip(torch.autograd.grad(y, (x, wt), gy), torch.autograd.grad(conv, (x, wt), gy)):
+        torch.testing.assert_close(a, e, **tol)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        y1 = fastconv.conv2d(x, wt, b, groups=g)
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(y1, y)  # the pixel chunks follow the thread count, the bits do not
+
+
 def test_conv2d_fused_relu_keeps_nan():
     x = torch.randn(1, 4, 5, 5)
     x[0, 0, 2, 2] = float("nan")

@@ -2,8 +2,10 @@
 // work split and the CPU registrations.
 //
 // Algorithm heuristic (forced with FASTCONV_CONV_ALGO / fastconv.set_conv_algo):
-//   gemm1x1  1x1, stride 1, no padding, NCHW in and out: a GEMM over each image with pixels
-//            in the SIMD lanes, reading the caller's tensor as it is (no conversion).
+//   gemm1x1  1x1, stride 1, no padding, input and output both NCHW or both channels_last
+//            (contiguous): one GEMM over the pixels of all images, reading the caller's
+//            tensor as it is (no conversion); pixels in the SIMD lanes for NCHW, output
+//            channels for channels_last.
 //   winograd F(2x2, 3x3) for 3x3 stride-1 single-group layers with at least 16 input and
 //            output channels and at least 256 2x2 output tiles over the batch (2.25x fewer
 //            multiplies; error at the direct path's level).
@@ -117,9 +119,9 @@ bool is_plain_1x1(const ConvParams& p) {
          p.pr == 0;
 }
 
-bool use_gemm1x1(const ConvParams& p, bool channels_last) {
+bool use_gemm1x1(const ConvParams& p) {
   const ConvAlgo a = forced_conv_algo();
-  return !channels_last && is_plain_1x1(p) && (a == ConvAlgo::Auto || a == ConvAlgo::Gemm1x1);
+  return is_plain_1x1(p) && (a == ConvAlgo::Auto || a == ConvAlgo::Gemm1x1);
 }
 
 // Tasks of the NHWC forward: aim for ~256 output pixels per task.
@@ -133,16 +135,38 @@ FwdPlan nhwc_plan(const ConvKernels<T>* kt, const ConvParams& p) {
   return plan;
 }
 
-// Tasks of the NCHW 1x1 GEMM: pixel chunks whose input rows (icg x chunk) fit in ~64 KB.
-template <class T>
-FwdPlan gemm1x1_plan(const ConvKernels<T>* kt, const ConvParams& p) {
-  FwdPlan plan;
-  const int64_t hw = p.H * p.W;
-  const int64_t chunk = std::max<int64_t>(kt->nr, (16384 / std::max<int64_t>(p.icg(), 1)) / kt->nr * kt->nr);
-  plan.rows_per_task = std::min<int64_t>(chunk, std::max<int64_t>(hw, 1));
-  plan.row_chunks = ceil_div(hw, plan.rows_per_task);
-  plan.blocks = 1;
-  return plan;
+// Input channels per reduction block of the 1x1 GEMMs: the whole reduction up to 512; beyond,
+// blocks of 256, so that a chunk's packed input keeps enough pixels to reuse each block of
+// weights (at 2048 -> 512, whole-reduction chunks held 12 pixels and streamed all 4 MB of
+// weights from L3 for every 12).
+int64_t gemm1x1_kc(const ConvParams& p) { return p.icg() <= 512 ? std::max<int64_t>(p.icg(), 1) : 256; }
+
+// Pixels per task of the 1x1 GEMMs, a multiple of `tile`: at most what keeps the chunk's
+// packed input (kc x chunk) at ~128 KB, half of L2, next to a block of weights; below that, the
+// size whose tasks split most evenly over the threads (at::parallel_for hands each thread a
+// run of ceil(tasks / threads) tasks): ResNet-50's layer4 at batch 8 has 25 tiles, and
+// 8-tile chunks gave one thread 16 of them, 7-tile chunks give it 14. Every output's sum runs
+// over the input channels in the same order whatever the chunk, so the results depend on
+// neither the chunk nor the thread count.
+int64_t gemm1x1_chunk(const ConvParams& p, int64_t elem_bytes, int64_t tile) {
+  const int64_t tiles = ceil_div(std::max<int64_t>(1, p.N * p.H * p.W), tile);
+  const int64_t most = std::clamp<int64_t>((128 << 10) / (elem_bytes * gemm1x1_kc(p) * tile), 1, tiles);
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  int64_t best = most, best_load = -1;
+  for (int64_t c = most; c >= 1; --c) {
+    const int64_t load = ceil_div(p.groups * ceil_div(tiles, c), threads) * c;
+    if (best_load < 0 || load < best_load) {
+      best = c;
+      best_load = load;
+    }
+  }
+  return best * tile;
+}
+
+// Whether a (N, C, H, W) tensor with strides s holds pixel q = (n * H + h) * W + w at q * C
+// (channels_last without gaps; strides of size-1 dimensions do not matter).
+bool flat_channels_last(Strides4 s, int64_t N, int64_t C, int64_t H, int64_t W) {
+  return (C == 1 || s.c == 1) && (W == 1 || s.w == C) && (H == 1 || s.h == W * C) && (N == 1 || s.n == H * W * C);
 }
 
 // Peak memory: a convolution used to read a zero-padded NHWC copy of its whole input and (NCHW
@@ -405,16 +429,29 @@ template <class T>
 void forward_into(const ConvParams& p, const at::Tensor& x, const at::Tensor& w, bool transposed,
                   const Epilogue<T>& ep, at::Tensor& y, bool channels_last) {
   const auto* kt = select_kernels<T>();
-  if (use_gemm1x1(p, channels_last) && x.is_contiguous() && y.is_contiguous()) {
-    const at::Tensor wp = packed_weight(kt, w, p, false, transposed, kt->mr_nchw);
-    const FwdPlan plan = gemm1x1_plan(kt, p);
-    const T* xs = x.const_data_ptr<T>();
-    const T* ws = wp.const_data_ptr<T>();
-    T* ys = y.mutable_data_ptr<T>();
-    at::parallel_for(0, p.N * p.groups * plan.row_chunks, 1, [&](int64_t b, int64_t e) {
-      kt->forward_1x1_nchw(xs, ws, p, plan, ep, ys, b, e);
-    });
-    return;
+  if (use_gemm1x1(p)) {
+    const Strides4 nchw_rs{p.OC * p.OH * p.OW, p.OH * p.OW, p.OW, 1};
+    const bool nchw = !channels_last && x.is_contiguous() && y.is_contiguous() &&
+                      (!ep.residual || (ep.rs.n == nchw_rs.n && ep.rs.c == nchw_rs.c && ep.rs.h == nchw_rs.h &&
+                                        ep.rs.w == nchw_rs.w));
+    const bool nhwc = channels_last && flat_channels_last(strides_of(x), p.N, p.C, p.H, p.W) &&
+                      flat_channels_last(strides_of(y), p.N, p.OC, p.OH, p.OW) &&
+                      (!ep.residual || flat_channels_last(ep.rs, p.N, p.OC, p.OH, p.OW));
+    if (nchw || nhwc) {
+      const int block = nchw ? kt->mr_nchw : kt->nr;
+      const at::Tensor wp = packed_weight(kt, w, p, false, transposed, block);
+      const int64_t chunk = gemm1x1_chunk(p, sizeof(T), nchw ? kt->nr : kt->mr);
+      const int64_t tasks = p.groups * ceil_div(p.N * p.H * p.W, chunk);
+      const auto fn = nchw ? kt->forward_1x1_nchw : kt->forward_1x1_nhwc;
+      Epilogue<T> e = ep;
+      if (nhwc) e.rs = {p.OH * p.OW * p.OC, 1, p.OW * p.OC, p.OC};
+      const T* xs = x.const_data_ptr<T>();
+      const T* ws = wp.const_data_ptr<T>();
+      T* ys = y.mutable_data_ptr<T>();
+      const int64_t kc = gemm1x1_kc(p);
+      at::parallel_for(0, tasks, 1, [&](int64_t b, int64_t end) { fn(xs, ws, p, chunk, kc, e, ys, b, end); });
+      return;
+    }
   }
   // Few input channels, stride 1 along W, NCHW in and out (LeNet's first layer): pixels in
   // the lanes, read from a padded NCHW copy (tiny for so few channels).

@@ -124,6 +124,49 @@ __attribute__((noinline)) void ukernel(const T* FASTCONV_RESTRICT a, int64_t a_r
     for (int v = 0; v < NV; ++v) acc[r][v] = c[r][v];
 }
 
+// The same tile with both operands packed, A as [k][MR] and B as [k][NR]: every address in
+// the loop is a constant offset from two pointers. The strided ukernel above needs a register
+// per row offset and reloaded some from the stack each step (6 x 16 AVX2 tile, K = 64: 78 ->
+// 88 GFLOP/s in L1 here).
+template <class T, int M>
+__attribute__((noinline)) void ukernel_packed(const T* FASTCONV_RESTRICT a, const T* FASTCONV_RESTRICT b, int64_t k,
+                                           typename Tile<T>::V (&acc)[M][Tile<T>::NV]) {
+  using S = typename Tile<T>::S;
+  using V = typename Tile<T>::V;
+  constexpr int NV = Tile<T>::NV, W = Tile<T>::W, MR = Tile<T>::MR, NR = Tile<T>::NR;
+  V c[M][NV];
+#pragma GCC unroll 16
+  for (int r = 0; r < M; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) c[r][v] = acc[r][v];
+  auto step = [&](const T* ap, const T* bp) FASTCONV_ALWAYS_INLINE_LAMBDA {
+    V bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) bv[v] = S::load(bp + v * W);
+#pragma GCC unroll 16
+    for (int r = 0; r < M; ++r) {
+      const V x = S::set1(ap[r]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) c[r][v] = S::fma(x, bv[v], c[r][v]);
+    }
+  };
+  // The barriers keep the steps apart, as in ukernel.
+  for (; k >= 4; k -= 4, a += 4 * MR, b += 4 * NR) {
+    step(a, b);
+    asm volatile("" ::: "memory");
+    step(a + MR, b + NR);
+    asm volatile("" ::: "memory");
+    step(a + 2 * MR, b + 2 * NR);
+    asm volatile("" ::: "memory");
+    step(a + 3 * MR, b + 3 * NR);
+  }
+  for (; k > 0; --k, a += MR, b += NR) step(a, b);
+#pragma GCC unroll 16
+  for (int r = 0; r < M; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = c[r][v];
+}
+
 template <class T, int M>
 FASTCONV_ALWAYS_INLINE void zero_acc(typename Tile<T>::V (&acc)[M][Tile<T>::NV]) {
   for (int r = 0; r < M; ++r)
@@ -190,24 +233,39 @@ void unpack_nhwc(const T* src, int64_t hp, int64_t wp, int64_t C, int64_t pt, in
 
 template <class T>
 void pack_weight(const T* w, const ConvParams& p, bool swap, bool transposed, int block, T* out) {
-  const int64_t ICg = p.icg(), OCg = p.ocg(), KH = p.KH, KW = p.KW;
+  const int64_t ICg = p.icg(), OCg = p.ocg(), KH = p.KH, KW = p.KW, taps = KH * KW;
   const int64_t blocked = swap ? ICg : OCg, kdim = swap ? OCg : ICg;
   const int64_t nblk = (blocked + block - 1) / block;
+  // Element (o, i, kh, kw) of group g sits at g * group + o * so + i * si + tap(kh, kw); the
+  // blocked channel steps by s_ch along a block's lanes, the reduction channel by s_k. The
+  // block is filled 64 reduction rows at a time, lane by lane: a gather across the lanes
+  // would read `block` rows whose equal strides (8 KB at 2048 channels) map to one L1 set.
+  // The generic element-by-element nest cost ~1.5 ms for ResNet-50's 2048 -> 512 1x1, about
+  // 10% of that layer at batch 8.
+  const int64_t so = transposed ? taps : ICg * taps, si = transposed ? OCg * taps : taps;
+  const int64_t s_ch = swap ? si : so, s_k = swap ? so : si, group = OCg * ICg * taps;
   for (int64_t g = 0; g < p.groups; ++g)
-    for (int64_t blk = 0; blk < nblk; ++blk)
+    for (int64_t blk = 0; blk < nblk; ++blk) {
+      const int64_t lanes = std::min<int64_t>(block, blocked - blk * block);
+      const T* base = w + g * group + blk * block * s_ch;
       for (int64_t kh = 0; kh < KH; ++kh)
-        for (int64_t kw = 0; kw < KW; ++kw)
-          for (int64_t k = 0; k < kdim; ++k)
+        for (int64_t kw = 0; kw < KW; ++kw) {
+          const int64_t tap = transposed ? (KH - 1 - kh) * KW + (KW - 1 - kw) : kh * KW + kw;
+          for (int64_t k0 = 0; k0 < kdim; k0 += 64) {
+            const int64_t kn = std::min<int64_t>(64, kdim - k0);
             for (int64_t l = 0; l < block; ++l) {
-              const int64_t ch = blk * block + l;
-              T v = T(0);
-              if (ch < blocked) {
-                const int64_t o = swap ? k : ch, i = swap ? ch : k;
-                v = transposed ? w[(((g * ICg + i) * OCg + o) * KH + KH - 1 - kh) * KW + KW - 1 - kw]
-                               : w[(((g * OCg + o) * ICg + i) * KH + kh) * KW + kw];
+              T* dst = out + k0 * block + l;
+              if (l >= lanes) {
+                for (int64_t k = 0; k < kn; ++k) dst[k * block] = T(0);
+                continue;
               }
-              *out++ = v;
+              const T* src = base + l * s_ch + k0 * s_k + tap;
+              for (int64_t k = 0; k < kn; ++k) dst[k * block] = src[k * s_k];
             }
+          }
+          out += kdim * block;
+        }
+    }
 }
 
 // ---- epilogues --------------------------------------------------------------------------
@@ -353,58 +411,234 @@ void forward_nhwc(const PaddedNhwc<T>& x, const T* wpack, const ConvParams& p, c
   }
 }
 
+// 1x1 GEMMs. The pixels of all images are one axis q = n * H * W + h * W + w, cut into chunks
+// of `chunk` pixels (a task = (group, chunk)); a tile may span two images, so 7x7 and 14x14
+// layers fill their tiles (per-image tiles of 16 pixels used 49 of 64 lanes at 7x7).
+
+// A run of a tile's lanes that lies in one image: lanes [lane, lane + len) are pixels
+// p .. p + len of image n.
+struct Piece {
+  int64_t tile, lane, len, n, p;
+};
+// The pieces of one tile, [begin, end). A type of this namespace: a std::vector of a std type
+// would be instantiated in every ISA's object and the linker could keep the AVX-512 copy.
+struct TilePieces {
+  size_t begin = 0, end = 0;
+};
+
+// Prefetches into L2 the input lines of the next chunk's panel, a share per microkernel call:
+// the NCHW panel copy reads icg channel planes at once (hundreds of short streams the hardware
+// prefetcher does not follow), and it waited on DRAM for ~25% of a 56x56 layer's time.
 template <class T>
-void forward_1x1_nchw(const T* x, const T* wpack, const ConvParams& p, const FwdPlan& plan,
-                      const Epilogue<T>& ep, T* y, int64_t task_begin, int64_t task_end) {
-  using V = typename Tile<T>::V;
-  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR, NV = Tile<T>::NV;
-  const int64_t icg = p.icg(), ocg = p.ocg(), hw = p.H * p.W;
-  const int64_t nblk = (ocg + MR - 1) / MR;
-  // Task: (n, group, a chunk of pixels) with every output-channel block inside. The chunk's
-  // input rows are first copied into contiguous [tile][ic][NR] panels: read in place, each
-  // step of the reduction would touch a different channel plane (a new page per load).
-  const int64_t tiles_max = (plan.rows_per_task + NR - 1) / NR;
-  std::vector<T> panel(static_cast<size_t>(tiles_max * icg * NR));
-  for (int64_t t = task_begin; t < task_end; ++t) {
-    const int64_t chunk = t % plan.row_chunks;
-    const int64_t rest = t / plan.row_chunks;
-    const int64_t g = rest % p.groups, n = rest / p.groups;
-    const int64_t p_begin = chunk * plan.rows_per_task;
-    const int64_t p_end = std::min(hw, p_begin + plan.rows_per_task);
-    const T* xg = x + (n * p.C + g * icg) * hw;
-    const int64_t ntiles = (p_end - p_begin + NR - 1) / NR;
-    for (int64_t ti = 0; ti < ntiles; ++ti) {
-      const int64_t p0 = p_begin + ti * NR;
-      const int valid = static_cast<int>(std::min<int64_t>(NR, p_end - p0));
-      T* dst = panel.data() + ti * icg * NR;
-      int lanes[NV];
-      for (int v = 0; v < NV; ++v) lanes[v] = std::clamp(valid - v * Tile<T>::W, 0, Tile<T>::W);
-      for (int64_t ic = 0; ic < icg; ++ic) {
-        const T* src = xg + ic * hw + p0;
-        for (int v = 0; v < NV; ++v)
-          Tile<T>::S::store(dst + ic * NR + v * Tile<T>::W,
-                            lanes[v] == Tile<T>::W ? Tile<T>::S::load(src + v * Tile<T>::W)
-                            : lanes[v]             ? Tile<T>::S::load_n(src + v * Tile<T>::W, lanes[v])
-                                                   : Tile<T>::S::zero());
+struct NextPanel {
+  struct Run {
+    const T* src;
+    int64_t len;
+  };
+  std::vector<Run> runs;
+  int64_t planes = 0, plane = 0, lines = 0;
+  size_t ri = 0;
+  int64_t k = 0, off = 0;
+  // The panel of pixels [q0, q1) of group g, input channels [k0, k0 + kc).
+  void reset(const T* x, const ConvParams& p, int64_t g, int64_t q0, int64_t q1, int64_t k0, int64_t kc) {
+    const int64_t hw = p.H * p.W;
+    runs.clear();
+    ri = 0;
+    k = off = lines = 0;
+    planes = kc;
+    plane = hw;
+    for (int64_t q = q0; q < q1;) {
+      const int64_t n = q / hw, pp = q % hw, len = std::min(hw - pp, q1 - q);
+      runs.push_back({x + (n * p.C + g * p.icg() + k0) * hw + pp, len});
+      lines += planes * ((len * int64_t(sizeof(T)) + 63) / 64 + 1);
+      q += len;
+    }
+  }
+  void issue(int64_t count) {
+    constexpr int64_t step = 64 / sizeof(T);
+    for (; count > 0 && ri < runs.size(); --count) {
+      __builtin_prefetch(runs[ri].src + k * plane + off, 0, 2);
+      off += step;
+      if (off >= runs[ri].len + step) {
+        off = 0;
+        if (++k == planes) {
+          k = 0;
+          ++ri;
+        }
       }
     }
-    const Seg seg{0, 0, icg};
-    for (int64_t blk = 0; blk < nblk; ++blk) {
-      const int64_t oc0 = g * ocg + blk * MR;
-      const int m = static_cast<int>(std::min<int64_t>(MR, ocg - blk * MR));
-      const T* wb = wpack + (g * nblk + blk) * icg * MR;
-      T* yb = y + (n * p.OC + oc0) * hw;
-      const T* rb = ep.residual ? ep.residual + (n * p.OC + oc0) * hw : nullptr;
+  }
+};
+
+template <class T>
+void forward_1x1_nchw(const T* x, const T* wpack, const ConvParams& p, int64_t chunk, int64_t kc,
+                      const Epilogue<T>& ep, T* y, int64_t task_begin, int64_t task_end) {
+  using S = typename Tile<T>::S;
+  using V = typename Tile<T>::V;
+  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR, NV = Tile<T>::NV, W = Tile<T>::W;
+  const int64_t icg = p.icg(), ocg = p.ocg(), hw = p.H * p.W, total = p.N * hw;
+  const int64_t nblk = (ocg + MR - 1) / MR, chunks = (total + chunk - 1) / chunk;
+  kc = std::min(kc, icg);
+  // The chunk's input is first copied into [tile][ic][NR] panels: read in place, each step of
+  // the reduction would touch a different channel plane.
+  std::vector<T> panel(static_cast<size_t>((chunk + NR - 1) / NR * kc * NR));
+  std::vector<Piece> pieces;
+  std::vector<TilePieces> spans;
+  NextPanel<T> next;
+  const Epilogue<T> none;
+  for (int64_t t = task_begin; t < task_end; ++t) {
+    const int64_t g = t / chunks, q0 = t % chunks * chunk, q1 = std::min(total, q0 + chunk);
+    const int64_t ntiles = (q1 - q0 + NR - 1) / NR;
+    pieces.clear();
+    spans.resize(static_cast<size_t>(ntiles));
+    for (int64_t q = q0; q < q1;) {
+      const int64_t tile = (q - q0) / NR, lane = (q - q0) % NR, n = q / hw, pp = q % hw;
+      const int64_t len = std::min(std::min(int64_t(NR) - lane, hw - pp), q1 - q);
+      if (lane == 0) spans[tile].begin = pieces.size();
+      pieces.push_back({tile, lane, len, n, pp});
+      spans[tile].end = pieces.size();
+      q += len;
+    }
+    // Blocks of kc input channels; y holds the partial sums in between (the epilogue comes
+    // with the last block). Each output's sum runs over the channels in order either way.
+    for (int64_t k0 = 0; k0 < icg; k0 += kc) {
+      const int64_t kk = std::min(kc, icg - k0);
+      const bool first = k0 == 0, last = k0 + kk == icg;
+      const Epilogue<T>& e = last ? ep : none;
+      for (const Piece& pc : pieces) {
+        const T* src = x + (pc.n * p.C + g * icg + k0) * hw + pc.p;
+        T* dst = panel.data() + pc.tile * kk * NR + pc.lane;
+        if (pc.len == NR) {
+          for (int64_t k = 0; k < kk; ++k)
+            for (int v = 0; v < NV; ++v) S::store(dst + k * NR + v * W, S::load(src + k * hw + v * W));
+        } else {
+          for (int64_t k = 0; k < kk; ++k)
+            for (int64_t j = 0; j < pc.len; ++j) dst[k * NR + j] = src[k * hw + j];
+        }
+      }
+      if (t + 1 < task_end && last) {
+        const int64_t q2 = (t + 1) % chunks * chunk;
+        next.reset(x, p, (t + 1) / chunks, q2, std::min(total, q2 + chunk), 0, std::min(kc, icg));
+      } else if (!last) {
+        next.reset(x, p, g, q0, q1, k0 + kk, std::min(kc, icg - k0 - kk));
+      } else {
+        next.runs.clear();
+      }
+      const int64_t per_call = next.lines / std::max<int64_t>(1, nblk * ntiles) + 1;
+      for (int64_t blk = 0; blk < nblk; ++blk) {
+        const int64_t oc0 = g * ocg + blk * MR;
+        const int m = static_cast<int>(std::min<int64_t>(MR, ocg - blk * MR));
+        const T* wb = wpack + (g * nblk + blk) * icg * MR + k0 * MR;
+        for (int64_t ti = 0; ti < ntiles; ++ti) {
+          next.issue(per_call);
+          const size_t pb = spans[ti].begin, pe = spans[ti].end;
+          const bool whole = pe - pb == 1 && pieces[pb].lane == 0;
+          with_rows<1, MR>(m, [&](auto mc) {
+            constexpr int M = decltype(mc)::value;
+            V acc[M][NV];
+            alignas(64) T tmp[M][NR];
+            if (first) {
+              zero_acc<T, M>(acc);
+            } else {
+              // A tile across images: each piece is its own run of the output rows.
+              for (int r = 0; r < M; ++r)
+                for (int v = 0; v < NV; ++v) S::store(&tmp[r][v * W], S::zero());
+              for (size_t i = pb; i < pe; ++i) {
+                const Piece& pc = pieces[i];
+                const T* src = y + (pc.n * p.OC + oc0) * hw + pc.p;
+                for (int r = 0; r < M; ++r)
+                  for (int64_t j = 0; j < pc.len; ++j) tmp[r][pc.lane + j] = src[r * hw + j];
+              }
+              for (int r = 0; r < M; ++r)
+                for (int v = 0; v < NV; ++v) acc[r][v] = S::load(&tmp[r][v * W]);
+            }
+            ukernel_packed<T, M>(wb, panel.data() + ti * kk * NR, kk, acc);
+            if (whole) {
+              const int64_t off = (pieces[pb].n * p.OC + oc0) * hw + pieces[pb].p;
+              store_channels_by_pixels<T, M>(acc, e, oc0, static_cast<int>(pieces[pb].len), y + off, hw,
+                                             e.residual ? e.residual + off : nullptr);
+              return;
+            }
+            for (int r = 0; r < M; ++r)
+              for (int v = 0; v < NV; ++v) S::store(&tmp[r][v * W], acc[r][v]);
+            for (size_t i = pb; i < pe; ++i) {
+              const Piece& pc = pieces[i];
+              const int64_t off = (pc.n * p.OC + oc0) * hw + pc.p;
+              for (int r = 0; r < M; ++r)
+                for (int64_t j = 0; j < pc.len; ++j) {
+                  T o = tmp[r][pc.lane + j];
+                  if (e.scale) o = o * e.scale[oc0 + r];
+                  if (e.shift) o = o + e.shift[oc0 + r];
+                  const int64_t at = off + r * hw + j;
+                  y[at] = finish_scalar(o, e, e.residual ? e.residual + at : nullptr);
+                }
+            }
+          });
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+void forward_1x1_nhwc(const T* x, const T* wpack, const ConvParams& p, int64_t chunk, int64_t kc,
+                      const Epilogue<T>& ep, T* y, int64_t task_begin, int64_t task_end) {
+  using S = typename Tile<T>::S;
+  using V = typename Tile<T>::V;
+  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR, NV = Tile<T>::NV, W = Tile<T>::W;
+  const int64_t icg = p.icg(), ocg = p.ocg(), total = p.N * p.H * p.W;
+  const int64_t nblk = (ocg + NR - 1) / NR, chunks = (total + chunk - 1) / chunk;
+  kc = std::min(kc, icg);
+  const Strides4 ys{0, 1, 0, p.OC};
+  const Epilogue<T> none;
+  // The chunk's pixels as [tile][ic][MR] panels, so both operands of the microkernel are
+  // packed; each is then read by every output-channel block.
+  std::vector<T> panel(static_cast<size_t>((chunk + MR - 1) / MR * kc * MR));
+  for (int64_t t = task_begin; t < task_end; ++t) {
+    const int64_t g = t / chunks, q0 = t % chunks * chunk, q1 = std::min(total, q0 + chunk);
+    const int64_t ntiles = (q1 - q0 + MR - 1) / MR;
+    // Blocks of kc input channels, as in forward_1x1_nchw.
+    for (int64_t k0 = 0; k0 < icg; k0 += kc) {
+      const int64_t kk = std::min(kc, icg - k0);
+      const bool first = k0 == 0, last = k0 + kk == icg;
+      const Epilogue<T>& e = last ? ep : none;
       for (int64_t ti = 0; ti < ntiles; ++ti) {
-        const int64_t p0 = p_begin + ti * NR;
-        const int nvalid = static_cast<int>(std::min<int64_t>(NR, p_end - p0));
-        with_rows<1, MR>(m, [&](auto mc) {
-          constexpr int M = decltype(mc)::value;
-          V acc[M][NV];
-          zero_acc<T, M>(acc);
-          ukernel<T, M, false>(wb, 1, MR, panel.data() + ti * icg * NR, NR, &seg, 1, acc, NR);
-          store_channels_by_pixels<T, M>(acc, ep, oc0, nvalid, yb + p0, hw, rb ? rb + p0 : nullptr);
-        });
+        T* dst = panel.data() + ti * kk * MR;
+        const int64_t qa = q0 + ti * MR;
+        const int m = static_cast<int>(std::min<int64_t>(MR, q1 - qa));
+        for (int r = 0; r < MR; ++r) {
+          const T* src = x + (qa + r) * p.C + g * icg + k0;
+          if (r >= m)
+            for (int64_t k = 0; k < kk; ++k) dst[k * MR + r] = T(0);
+          else
+            for (int64_t k = 0; k < kk; ++k) dst[k * MR + r] = src[k];
+        }
+      }
+      for (int64_t blk = 0; blk < nblk; ++blk) {
+        const int64_t oc0 = g * ocg + blk * NR;
+        const int nvalid = static_cast<int>(std::min<int64_t>(NR, ocg - blk * NR));
+        const T* wb = wpack + (g * nblk + blk) * icg * NR + k0 * NR;
+        for (int64_t ti = 0; ti < ntiles; ++ti) {
+          const int64_t qa = q0 + ti * MR;
+          const int m = static_cast<int>(std::min<int64_t>(MR, q1 - qa));
+          T* yt = y + qa * p.OC + oc0;
+          with_rows<1, MR>(m, [&](auto mc) {
+            constexpr int M = decltype(mc)::value;
+            V acc[M][NV];
+            if (first) {
+              zero_acc<T, M>(acc);
+            } else {
+              for (int r = 0; r < M; ++r)
+                for (int v = 0; v < NV; ++v) {
+                  const int lanes = std::clamp(nvalid - v * W, 0, W);
+                  acc[r][v] = lanes ? S::load_n(yt + r * p.OC + v * W, lanes) : S::zero();
+                }
+            }
+            ukernel_packed<T, M>(panel.data() + ti * kk * MR, wb, kk, acc);
+            store_pixels_by_channels<T, M>(acc, e, oc0, nvalid, yt, ys,
+                                           e.residual ? e.residual + qa * p.OC + oc0 : nullptr);
+          });
+        }
       }
     }
   }
@@ -850,6 +1084,7 @@ const ConvKernels<T>* make_table() {
       &pack_weight<T>,
       &forward_nhwc<T>,
       &forward_1x1_nchw<T>,
+      &forward_1x1_nhwc<T>,
       &forward_nchw_direct<T>,
       &weight_grad<T>,
       &weight_grad_tiles<T>,
