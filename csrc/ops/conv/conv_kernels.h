@@ -76,8 +76,10 @@ struct ConvKernels {
   // out[g][blk][kh][kw][k][block]. swap: the blocked axis is the input channel and k runs over
   // output channels (input-gradient weights). transposed: w is the weight of the layer whose
   // input gradient this convolution computes (its channel axes swapped per group, flipped in
-  // both spatial axes), read as such without a copy. Zero-filled past the end.
-  void (*pack_weight)(const T* w, const ConvParams& p, bool swap, bool transposed, int block, T* out);
+  // both spatial axes), read as such without a copy. Zero-filled past the end. Fills the
+  // (g, blk) items [item_begin, item_end) of the groups * nblk (out is the whole buffer).
+  void (*pack_weight)(const T* w, const ConvParams& p, bool swap, bool transposed, int block, T* out,
+                      int64_t item_begin, int64_t item_end);
 
   // Direct convolution, NHWC orientation: tiles of mr output pixels x nr output channels,
   // input broadcast from the padded buffer, packed weights (pack_weight with block nr).

@@ -232,7 +232,8 @@ void unpack_nhwc(const T* src, int64_t hp, int64_t wp, int64_t C, int64_t pt, in
 }
 
 template <class T>
-void pack_weight(const T* w, const ConvParams& p, bool swap, bool transposed, int block, T* out) {
+void pack_weight(const T* w, const ConvParams& p, bool swap, bool transposed, int block, T* out,
+                 int64_t item_begin, int64_t item_end) {
   const int64_t ICg = p.icg(), OCg = p.ocg(), KH = p.KH, KW = p.KW, taps = KH * KW;
   const int64_t blocked = swap ? ICg : OCg, kdim = swap ? OCg : ICg;
   const int64_t nblk = (blocked + block - 1) / block;
@@ -244,28 +245,29 @@ void pack_weight(const T* w, const ConvParams& p, bool swap, bool transposed, in
   // 10% of that layer at batch 8.
   const int64_t so = transposed ? taps : ICg * taps, si = transposed ? OCg * taps : taps;
   const int64_t s_ch = swap ? si : so, s_k = swap ? so : si, group = OCg * ICg * taps;
-  for (int64_t g = 0; g < p.groups; ++g)
-    for (int64_t blk = 0; blk < nblk; ++blk) {
-      const int64_t lanes = std::min<int64_t>(block, blocked - blk * block);
-      const T* base = w + g * group + blk * block * s_ch;
-      for (int64_t kh = 0; kh < KH; ++kh)
-        for (int64_t kw = 0; kw < KW; ++kw) {
-          const int64_t tap = transposed ? (KH - 1 - kh) * KW + (KW - 1 - kw) : kh * KW + kw;
-          for (int64_t k0 = 0; k0 < kdim; k0 += 64) {
-            const int64_t kn = std::min<int64_t>(64, kdim - k0);
-            for (int64_t l = 0; l < block; ++l) {
-              T* dst = out + k0 * block + l;
-              if (l >= lanes) {
-                for (int64_t k = 0; k < kn; ++k) dst[k * block] = T(0);
-                continue;
-              }
-              const T* src = base + l * s_ch + k0 * s_k + tap;
-              for (int64_t k = 0; k < kn; ++k) dst[k * block] = src[k * s_k];
+  out += item_begin * taps * kdim * block;
+  for (int64_t item = item_begin; item < item_end; ++item) {
+    const int64_t g = item / nblk, blk = item % nblk;
+    const int64_t lanes = std::min<int64_t>(block, blocked - blk * block);
+    const T* base = w + g * group + blk * block * s_ch;
+    for (int64_t kh = 0; kh < KH; ++kh)
+      for (int64_t kw = 0; kw < KW; ++kw) {
+        const int64_t tap = transposed ? (KH - 1 - kh) * KW + (KW - 1 - kw) : kh * KW + kw;
+        for (int64_t k0 = 0; k0 < kdim; k0 += 64) {
+          const int64_t kn = std::min<int64_t>(64, kdim - k0);
+          for (int64_t l = 0; l < block; ++l) {
+            T* dst = out + k0 * block + l;
+            if (l >= lanes) {
+              for (int64_t k = 0; k < kn; ++k) dst[k * block] = T(0);
+              continue;
             }
+            const T* src = base + l * s_ch + k0 * s_k + tap;
+            for (int64_t k = 0; k < kn; ++k) dst[k * block] = src[k * s_k];
           }
-          out += kdim * block;
         }
-    }
+        out += kdim * block;
+      }
+  }
 }
 
 // ---- epilogues --------------------------------------------------------------------------
