@@ -66,6 +66,30 @@ FASTCONV_ALWAYS_INLINE void with_rows(int m, Fn&& fn) {
   }
 }
 
+// to = from, for a tile of accumulators. The microkernels work on a local copy: GCC keeps a
+// by-reference array in memory and stores it back every step.
+template <class T, int M>
+FASTCONV_ALWAYS_INLINE void copy_tile(const typename Tile<T>::V (&from)[M][Tile<T>::NV],
+                                      typename Tile<T>::V (&to)[M][Tile<T>::NV]) {
+#pragma GCC unroll 16
+  for (int r = 0; r < M; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < Tile<T>::NV; ++v) to[r][v] = from[r][v];
+}
+
+// One step of the reduction: c[r][v] += a[r * a_r] * b[v].
+template <class T, int M>
+FASTCONV_ALWAYS_INLINE void fma_step(typename Tile<T>::V (&c)[M][Tile<T>::NV], const T* ap, int64_t a_r,
+                                     const typename Tile<T>::V (&bv)[Tile<T>::NV]) {
+  using S = typename Tile<T>::S;
+#pragma GCC unroll 16
+  for (int r = 0; r < M; ++r) {
+    const typename Tile<T>::V x = S::set1(ap[r * a_r]);
+#pragma GCC unroll 4
+    for (int v = 0; v < Tile<T>::NV; ++v) c[r][v] = S::fma(x, bv[v], c[r][v]);
+  }
+}
+
 // TAIL: only the first `valid` lanes of B (counted across the NV vectors) are read; the
 // others load as zero, for B rows that end inside the tile.
 // Never inlined: its register allocation (12-28 accumulators, nothing else live) then does
@@ -81,12 +105,8 @@ __attribute__((noinline)) void ukernel(const T* FASTCONV_RESTRICT a, int64_t a_r
   constexpr int NV = Tile<T>::NV, W = Tile<T>::W;
   int lanes[NV];
   for (int v = 0; v < NV; ++v) lanes[v] = std::clamp(valid - v * W, 0, W);
-  // A local copy: GCC keeps a by-reference array in memory and stores it back every step.
   V c[M][NV];
-#pragma GCC unroll 16
-  for (int r = 0; r < M; ++r)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) c[r][v] = acc[r][v];
+  copy_tile<T, M>(acc, c);
   auto step = [&](const T* ap, const T* bp) FASTCONV_ALWAYS_INLINE_LAMBDA {
     V bv[NV];
 #pragma GCC unroll 4
@@ -96,12 +116,7 @@ __attribute__((noinline)) void ukernel(const T* FASTCONV_RESTRICT a, int64_t a_r
       else
         bv[v] = S::load(bp + v * W);
     }
-#pragma GCC unroll 16
-    for (int r = 0; r < M; ++r) {
-      const V x = S::set1(ap[r * a_r]);
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) c[r][v] = S::fma(x, bv[v], c[r][v]);
-    }
+    fma_step<T, M>(c, ap, a_r, bv);
   };
   for (int64_t s = 0; s < nseg; ++s) {
     const T* ap = a + segs[s].a;
@@ -118,10 +133,7 @@ __attribute__((noinline)) void ukernel(const T* FASTCONV_RESTRICT a, int64_t a_r
     }
     if (k) step(ap, bp);
   }
-#pragma GCC unroll 16
-  for (int r = 0; r < M; ++r)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[r][v] = c[r][v];
+  copy_tile<T, M>(c, acc);
 }
 
 // The same tile with both operands packed, A as [k][MR] and B as [k][NR]: every address in
@@ -135,20 +147,12 @@ __attribute__((noinline)) void ukernel_packed(const T* FASTCONV_RESTRICT a, cons
   using V = typename Tile<T>::V;
   constexpr int NV = Tile<T>::NV, W = Tile<T>::W, MR = Tile<T>::MR, NR = Tile<T>::NR;
   V c[M][NV];
-#pragma GCC unroll 16
-  for (int r = 0; r < M; ++r)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) c[r][v] = acc[r][v];
+  copy_tile<T, M>(acc, c);
   auto step = [&](const T* ap, const T* bp) FASTCONV_ALWAYS_INLINE_LAMBDA {
     V bv[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) bv[v] = S::load(bp + v * W);
-#pragma GCC unroll 16
-    for (int r = 0; r < M; ++r) {
-      const V x = S::set1(ap[r]);
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) c[r][v] = S::fma(x, bv[v], c[r][v]);
-    }
+    fma_step<T, M>(c, ap, 1, bv);
   };
   // The barriers keep the steps apart, as in ukernel.
   for (; k >= 4; k -= 4, a += 4 * MR, b += 4 * NR) {
@@ -161,10 +165,7 @@ __attribute__((noinline)) void ukernel_packed(const T* FASTCONV_RESTRICT a, cons
     step(a + 3 * MR, b + 3 * NR);
   }
   for (; k > 0; --k, a += MR, b += NR) step(a, b);
-#pragma GCC unroll 16
-  for (int r = 0; r < M; ++r)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[r][v] = c[r][v];
+  copy_tile<T, M>(c, acc);
 }
 
 template <class T, int M>
