@@ -168,6 +168,17 @@ __attribute__((noinline)) void ukernel_packed(const T* FASTCONV_RESTRICT a, cons
   copy_tile<T, M>(c, acc);
 }
 
+// acc = the partial sums of an earlier pass: row r at p + r * row_stride, the first lanes[v]
+// lanes of vector v (the rest zero).
+template <class T, int M>
+FASTCONV_ALWAYS_INLINE void load_tile(typename Tile<T>::V (&acc)[M][Tile<T>::NV], const T* p, int64_t row_stride,
+                                      const int (&lanes)[Tile<T>::NV]) {
+  using S = typename Tile<T>::S;
+  for (int r = 0; r < M; ++r)
+    for (int v = 0; v < Tile<T>::NV; ++v)
+      acc[r][v] = lanes[v] ? S::load_n(p + r * row_stride + v * Tile<T>::W, lanes[v]) : S::zero();
+}
+
 template <class T, int M>
 FASTCONV_ALWAYS_INLINE void zero_acc(typename Tile<T>::V (&acc)[M][Tile<T>::NV]) {
   for (int r = 0; r < M; ++r)
@@ -586,7 +597,6 @@ void forward_1x1_nchw(const T* x, const T* wpack, const ConvParams& p, int64_t c
 template <class T>
 void forward_1x1_nhwc(const T* x, const T* wpack, const ConvParams& p, int64_t chunk, int64_t kc,
                       const Epilogue<T>& ep, T* y, int64_t task_begin, int64_t task_end) {
-  using S = typename Tile<T>::S;
   using V = typename Tile<T>::V;
   constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR, NV = Tile<T>::NV, W = Tile<T>::W;
   const int64_t icg = p.icg(), ocg = p.ocg(), total = p.N * p.H * p.W;
@@ -620,6 +630,8 @@ void forward_1x1_nhwc(const T* x, const T* wpack, const ConvParams& p, int64_t c
       for (int64_t blk = 0; blk < nblk; ++blk) {
         const int64_t oc0 = g * ocg + blk * NR;
         const int nvalid = static_cast<int>(std::min<int64_t>(NR, ocg - blk * NR));
+        int lanes[NV];
+        for (int v = 0; v < NV; ++v) lanes[v] = std::clamp(nvalid - v * W, 0, W);
         const T* wb = wpack + (g * nblk + blk) * icg * NR + k0 * NR;
         for (int64_t ti = 0; ti < ntiles; ++ti) {
           const int64_t qa = q0 + ti * MR;
@@ -628,15 +640,10 @@ void forward_1x1_nhwc(const T* x, const T* wpack, const ConvParams& p, int64_t c
           with_rows<1, MR>(m, [&](auto mc) {
             constexpr int M = decltype(mc)::value;
             V acc[M][NV];
-            if (first) {
+            if (first)
               zero_acc<T, M>(acc);
-            } else {
-              for (int r = 0; r < M; ++r)
-                for (int v = 0; v < NV; ++v) {
-                  const int lanes = std::clamp(nvalid - v * W, 0, W);
-                  acc[r][v] = lanes ? S::load_n(yt + r * p.OC + v * W, lanes) : S::zero();
-                }
-            }
+            else
+              load_tile<T, M>(acc, yt, p.OC, lanes);
             ukernel_packed<T, M>(panel.data() + ti * kk * MR, wb, kk, acc);
             store_pixels_by_channels<T, M>(acc, e, oc0, nvalid, yt, ys,
                                            e.residual ? e.residual + qa * p.OC + oc0 : nullptr);
@@ -785,13 +792,10 @@ void weight_grad(const T* go, Strides4 gs, const PaddedNhwc<T>& x, const ConvPar
         with_rows<1, MR>(m, [&](auto mc) {
           constexpr int M = decltype(mc)::value;
           V acc[M][NV];
-          if (first) {
+          if (first)
             zero_acc<T, M>(acc);
-          } else {
-            for (int rr = 0; rr < M; ++rr)
-              for (int v = 0; v < NV; ++v)
-                acc[rr][v] = lanes[v] ? S::load_n(go_t + rr * wsize_o + v * W, lanes[v]) : S::zero();
-          }
+          else
+            load_tile<T, M>(acc, go_t, wsize_o, lanes);
           ukernel<T, M, false>(go + o0 * gs.c, gs.c, gs.w, panel.data(), NR, segs.data(), nseg, acc, NR);
           for (int rr = 0; rr < M; ++rr)
             for (int v = 0; v < NV; ++v)
