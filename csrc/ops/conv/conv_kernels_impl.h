@@ -168,15 +168,21 @@ __attribute__((noinline)) void ukernel_packed(const T* FASTCONV_RESTRICT a, cons
   copy_tile<T, M>(c, acc);
 }
 
-// acc = the partial sums of an earlier pass: row r at p + r * row_stride, the first lanes[v]
-// lanes of vector v (the rest zero).
+// The lanes of each of a tile's vectors that hold the first `valid` of its NR columns.
+template <class T>
+FASTCONV_ALWAYS_INLINE void tile_lanes(int valid, int (&lanes)[Tile<T>::NV]) {
+  for (int v = 0; v < Tile<T>::NV; ++v) lanes[v] = std::clamp(valid - v * Tile<T>::W, 0, Tile<T>::W);
+}
+
+// acc = the partial sums of an earlier pass (row r at p + r * row_stride, the first lanes[v]
+// lanes of vector v, the rest zero), or zero when there is none (p null).
 template <class T, int M>
 FASTCONV_ALWAYS_INLINE void load_tile(typename Tile<T>::V (&acc)[M][Tile<T>::NV], const T* p, int64_t row_stride,
                                       const int (&lanes)[Tile<T>::NV]) {
   using S = typename Tile<T>::S;
   for (int r = 0; r < M; ++r)
     for (int v = 0; v < Tile<T>::NV; ++v)
-      acc[r][v] = lanes[v] ? S::load_n(p + r * row_stride + v * Tile<T>::W, lanes[v]) : S::zero();
+      acc[r][v] = p && lanes[v] ? S::load_n(p + r * row_stride + v * Tile<T>::W, lanes[v]) : S::zero();
 }
 
 template <class T, int M>
@@ -532,7 +538,7 @@ void forward_1x1_nchw(const T* x, const T* wpack, const ConvParams& p, int64_t c
       }
       if (t + 1 < task_end && last) {
         const int64_t q2 = (t + 1) % chunks * chunk;
-        next.reset(x, p, (t + 1) / chunks, q2, std::min(total, q2 + chunk), 0, std::min(kc, icg));
+        next.reset(x, p, (t + 1) / chunks, q2, std::min(total, q2 + chunk), 0, kc);
       } else if (!last) {
         next.reset(x, p, g, q0, q1, k0 + kk, std::min(kc, icg - k0 - kk));
       } else {
@@ -547,12 +553,15 @@ void forward_1x1_nchw(const T* x, const T* wpack, const ConvParams& p, int64_t c
           next.issue(per_call);
           const size_t pb = spans[ti].begin, pe = spans[ti].end;
           const bool whole = pe - pb == 1 && pieces[pb].lane == 0;
+          const int64_t whole_off = (pieces[pb].n * p.OC + oc0) * hw + pieces[pb].p;
           with_rows<1, MR>(m, [&](auto mc) {
             constexpr int M = decltype(mc)::value;
             V acc[M][NV];
             alignas(64) T tmp[M][NR];
-            if (first) {
-              zero_acc<T, M>(acc);
+            if (first || whole) {
+              int lanes[NV];
+              tile_lanes<T>(static_cast<int>(pieces[pb].len), lanes);
+              load_tile<T, M>(acc, first ? nullptr : y + whole_off, hw, lanes);
             } else {
               // A tile across images: each piece is its own run of the output rows.
               for (int r = 0; r < M; ++r)
@@ -568,9 +577,8 @@ void forward_1x1_nchw(const T* x, const T* wpack, const ConvParams& p, int64_t c
             }
             ukernel_packed<T, M>(wb, panel.data() + ti * kk * NR, kk, acc);
             if (whole) {
-              const int64_t off = (pieces[pb].n * p.OC + oc0) * hw + pieces[pb].p;
-              store_channels_by_pixels<T, M>(acc, e, oc0, static_cast<int>(pieces[pb].len), y + off, hw,
-                                             e.residual ? e.residual + off : nullptr);
+              store_channels_by_pixels<T, M>(acc, e, oc0, static_cast<int>(pieces[pb].len), y + whole_off, hw,
+                                             e.residual ? e.residual + whole_off : nullptr);
               return;
             }
             for (int r = 0; r < M; ++r)
@@ -598,7 +606,7 @@ template <class T>
 void forward_1x1_nhwc(const T* x, const T* wpack, const ConvParams& p, int64_t chunk, int64_t kc,
                       const Epilogue<T>& ep, T* y, int64_t task_begin, int64_t task_end) {
   using V = typename Tile<T>::V;
-  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR, NV = Tile<T>::NV, W = Tile<T>::W;
+  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR, NV = Tile<T>::NV;
   const int64_t icg = p.icg(), ocg = p.ocg(), total = p.N * p.H * p.W;
   const int64_t nblk = (ocg + NR - 1) / NR, chunks = (total + chunk - 1) / chunk;
   kc = std::min(kc, icg);
@@ -631,7 +639,7 @@ void forward_1x1_nhwc(const T* x, const T* wpack, const ConvParams& p, int64_t c
         const int64_t oc0 = g * ocg + blk * NR;
         const int nvalid = static_cast<int>(std::min<int64_t>(NR, ocg - blk * NR));
         int lanes[NV];
-        for (int v = 0; v < NV; ++v) lanes[v] = std::clamp(nvalid - v * W, 0, W);
+        tile_lanes<T>(nvalid, lanes);
         const T* wb = wpack + (g * nblk + blk) * icg * NR + k0 * NR;
         for (int64_t ti = 0; ti < ntiles; ++ti) {
           const int64_t qa = q0 + ti * MR;
@@ -640,10 +648,7 @@ void forward_1x1_nhwc(const T* x, const T* wpack, const ConvParams& p, int64_t c
           with_rows<1, MR>(m, [&](auto mc) {
             constexpr int M = decltype(mc)::value;
             V acc[M][NV];
-            if (first)
-              zero_acc<T, M>(acc);
-            else
-              load_tile<T, M>(acc, yt, p.OC, lanes);
+            load_tile<T, M>(acc, first ? nullptr : yt, p.OC, lanes);
             ukernel_packed<T, M>(panel.data() + ti * kk * MR, wb, kk, acc);
             store_pixels_by_channels<T, M>(acc, e, oc0, nvalid, yt, ys,
                                            e.residual ? e.residual + qa * p.OC + oc0 : nullptr);
@@ -792,10 +797,7 @@ void weight_grad(const T* go, Strides4 gs, const PaddedNhwc<T>& x, const ConvPar
         with_rows<1, MR>(m, [&](auto mc) {
           constexpr int M = decltype(mc)::value;
           V acc[M][NV];
-          if (first)
-            zero_acc<T, M>(acc);
-          else
-            load_tile<T, M>(acc, go_t, wsize_o, lanes);
+          load_tile<T, M>(acc, first ? nullptr : go_t, wsize_o, lanes);
           ukernel<T, M, false>(go + o0 * gs.c, gs.c, gs.w, panel.data(), NR, segs.data(), nseg, acc, NR);
           for (int rr = 0; rr < M; ++rr)
             for (int v = 0; v < NV; ++v)
