@@ -252,6 +252,47 @@ def test_conv2d_1x1_gemm_spans_images_and_channel_blocks(cpu_capability, shape, 
     assert torch.equal(y1, y)  # the pixel chunks follow the thread count, the bits do not
 
 
+@pytest.mark.parametrize("shape", [
+    # (N, C, H, W, OC, stride, groups). The 1x1 weight gradient is a GEMM over the output
+    # pixels of all images in chunks of 256 (partial sums in the gradient between chunks).
+    (5, 24, 3, 5, 20, 1, 1),      # one chunk across five images; 24 = 16 + 8 lanes
+    (3, 300, 11, 13, 7, 1, 1),    # 429 pixels: two chunks; 19 slivers: several per task
+    (2, 40, 17, 15, 230, 1, 1),   # 230 output channels: several row blocks per chunk
+    (4, 36, 9, 11, 50, 2, 1),     # strided (ResNet's downsample): pixels read with a step
+    (2, 48, 12, 12, 64, 1, 4),    # groups
+    (3, 9, 6, 6, 200, 1, 1),      # one sliver: output channels split over the threads
+])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_conv2d_1x1_weight_grad_gemm(cpu_capability, shape, layout, dtype):
+    n, c, h, w, oc, s, g = shape
+    if layout == "strided":  # a view: x read with its own strides, nothing copied
+        x = torch.randn(n, c, h, 2 * w, dtype=dtype)[..., ::2]
+    else:
+        x = _layout(torch.randn(n, c, h, w, dtype=dtype), layout)
+    wt = torch.randn(oc, c // g, 1, 1, dtype=dtype) * c ** -0.5
+    gy = _layout(torch.randn_like(F.conv2d(x, wt, stride=s, groups=g)), layout)
+    ref = torch.ops.aten.convolution_backward(gy, x, wt, None, [s, s], [0, 0], [1, 1], False, [0, 0], g,
+                                              [False, True, False])[1]
+    args = (gy, x, wt, [s, s], [0, 0, 0, 0], [1, 1], g, [False, True, False])
+    got = torch.ops.fastconv.conv2d_backward(*args)[1]
+    tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(got, ref, **tol)
+    before = fastconv.conv_algo()
+    fastconv.set_conv_algo("direct")  # the general weight-gradient kernel
+    try:
+        torch.testing.assert_close(torch.ops.fastconv.conv2d_backward(*args)[1], got, **tol)
+    finally:
+        fastconv.set_conv_algo(before)
+    old = torch.get_num_threads()
+    try:
+        for t in (1, 3):
+            torch.set_num_threads(t)
+            assert torch.equal(torch.ops.fastconv.conv2d_backward(*args)[1], got)  # same bits per thread count
+    finally:
+        torch.set_num_threads(old)
+
+
 def test_conv2d_fused_relu_keeps_nan():
     x = torch.randn(1, 4, 5, 5)
     x[0, 0, 2, 2] = float("nan")

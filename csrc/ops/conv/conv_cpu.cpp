@@ -636,13 +636,46 @@ void input_grad(const ConvParams& p, const at::Tensor& go, const at::Tensor& w, 
   }
 }
 
+// The 1x1 weight gradient's GEMM (any stride and groups; padding would add zero pixels the
+// GEMM does not skip). Forced "direct" keeps the general kernel, which the tests compare.
+bool use_wgrad_1x1(const ConvParams& p) {
+  const ConvAlgo a = forced_conv_algo();
+  return p.KH == 1 && p.KW == 1 && p.pt == 0 && p.pb == 0 && p.pl == 0 && p.pr == 0 &&
+         (a == ConvAlgo::Auto || a == ConvAlgo::Gemm1x1);
+}
+
+// Input-channel slivers in one block per thread where the groups do not already give every
+// thread work: each block is packed once per chunk of pixels and its output gradient read
+// once. Output-channel splits only when there are fewer slivers than threads.
+Wgrad1x1Plan wgrad_1x1_plan(const ConvParams& p, int64_t nr) {
+  Wgrad1x1Plan plan;
+  const int64_t threads = at::get_num_threads();
+  const int64_t slivers = ceil_div(p.icg(), nr);
+  const int64_t per_group = std::max<int64_t>(1, ceil_div(threads, p.groups));
+  plan.sliver_blocks = std::min(slivers, std::max(per_group, ceil_div(slivers, 16)));
+  plan.slivers_per_task = ceil_div(slivers, plan.sliver_blocks);
+  plan.sliver_blocks = ceil_div(slivers, plan.slivers_per_task);
+  const int64_t have = p.groups * plan.sliver_blocks;
+  plan.row_splits = have >= threads ? 1 : std::min(ceil_div(p.ocg(), 8), ceil_div(threads, have));
+  plan.rows_per_split = ceil_div(p.ocg(), plan.row_splits);
+  return plan;
+}
+
 template <class T>
 void weight_and_bias_grad(const ConvParams& p, const at::Tensor& go, const at::Tensor& x, at::Tensor* gw,
                           at::Tensor* gb) {
   const auto* kt = select_kernels<T>();
   const Strides4 gst = strides_of(go);
   const T* gs = go.const_data_ptr<T>();
-  if (gw) {
+  if (gw && use_wgrad_1x1(p)) {
+    const Wgrad1x1Plan plan = wgrad_1x1_plan(p, kt->nr);
+    T* out = gw->mutable_data_ptr<T>();
+    const T* xs = x.const_data_ptr<T>();
+    const Strides4 xst = strides_of(x);
+    at::parallel_for(0, plan.tasks(p), 1, [&](int64_t b, int64_t e) {
+      kt->weight_grad_1x1(gs, gst, xs, xst, p, plan, out, b, e);
+    });
+  } else if (gw) {
     // Bands of output rows (n, oh) starting at multiples of the kernel's reduction chunk, so
     // the sums are those of one pass over all rows, bit for bit.
     PaddedBands<T> xb(kt, x, p.pt, p.pb, p.pl, p.pr);
@@ -719,7 +752,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
   } else if (weight.suggest_memory_format() == at::MemoryFormat::ChannelsLast) {
     gw = gwb.permute({0, 3, 1, 2});  // (OC, KH, KW, ICg) already is channels_last
   } else {
-    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "conv2d_wgrad_layout", [&] { to_oihw_in_place<scalar_t>(gwb); });
+    if (p.KH * p.KW > 1)  // 1x1: the two layouts are one
+      AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "conv2d_wgrad_layout", [&] { to_oihw_in_place<scalar_t>(gwb); });
     gw = gwb.view({p.OC, p.icg(), p.KH, p.KW});
   }
   return {gx, gw, gb};

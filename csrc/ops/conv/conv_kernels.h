@@ -55,6 +55,18 @@ inline int64_t wgrad_rows_per_chunk(const ConvParams& p) {
   return p.OW > 0 && p.OW < 256 ? 256 / p.OW : 1;
 }
 
+// Work split of the 1x1 weight gradient (weight_grad_1x1): task = (group, block of
+// slivers_per_task input-channel slivers of nr, split of rows_per_split output channels),
+// tasks = groups * sliver_blocks * row_splits; the reduction over the N * OH * OW output
+// pixels runs in chunks of `chunk` pixels in order, whatever the split (same bits for any
+// thread count).
+struct Wgrad1x1Plan {
+  int64_t chunk = 256;
+  int64_t slivers_per_task = 1, sliver_blocks = 1;
+  int64_t rows_per_split = 1, row_splits = 1;
+  int64_t tasks(const ConvParams& p) const { return p.groups * sliver_blocks * row_splits; }
+};
+
 template <class T>
 struct ConvKernels {
   int mr;  // output pixels per microkernel tile (NHWC orientation)
@@ -113,6 +125,11 @@ struct ConvKernels {
   void (*weight_grad)(const T* go, Strides4 gs, const PaddedNhwc<T>& x, const ConvParams& p,
                       T* gw, int64_t row_begin, int64_t row_end, int64_t tile_begin, int64_t tile_end);
   int64_t (*weight_grad_tiles)(const ConvParams& p);
+  // Weight gradient of a 1x1 layer without padding (any stride, groups) into
+  // gw[g][o][ic], as a GEMM over all output pixels; x read in place with strides xs, go
+  // contiguous (either layout). Overwrites gw.
+  void (*weight_grad_1x1)(const T* go, Strides4 gs, const T* x, Strides4 xs, const ConvParams& p,
+                          const Wgrad1x1Plan& plan, T* gw, int64_t task_begin, int64_t task_end);
 
   // Input gradient of a strided layer: scatter-adds into a zeroed padded NHWC buffer
   // gx[N][hp][wp][C]; task = (n, group, input-channel block of nr); weights packed with
