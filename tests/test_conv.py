@@ -225,6 +225,7 @@ def test_conv2d_fused_epilogue(cpu_capability, conv_algo, layout, k):
     (3, 600, 7, 7, 40, 1),     # three channel blocks (256, 256, 88); tiles across images
     (2, 1100, 4, 3, 30, 2),    # 550 per group: blocks per group
     (4, 40, 9, 9, 70, 1),
+    (3, 21, 5, 7, 30, 1),      # 21 channels: 8-channel transposes of the packed pixels + a tail
 ])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

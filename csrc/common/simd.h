@@ -9,6 +9,7 @@
 // pooling windows, a lane mask type and an int32 index vector for argmax tracking.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #if defined(__AVX512F__) || defined(__AVX2__)
@@ -427,6 +428,46 @@ inline void transpose_2d(const T* src, int64_t ss, T* dst, int64_t ds, int64_t r
   }
   for (; i < rows; ++i)
     for (int64_t j = 0; j < cols; ++j) dst[j * ds + i] = src[i * ss + j];
+}
+
+// dst[k * mr + r] = src[r * ss + k] for r < mr, k < kk, rows r >= m read as zero: pixel rows
+// (channels contiguous) into a [k][mr] microkernel panel. mr need not be a multiple of 8
+// (the AVX-512 tile has 14 rows), so the last block of rows stores only its own lanes.
+inline void pack_rows_to_panel(const float* src, int64_t ss, int m, int64_t kk, float* dst, int mr) {
+  int64_t k0 = 0;
+#if defined(__AVX2__)
+  for (; k0 + 8 <= kk; k0 += 8)
+    for (int i0 = 0; i0 < mr; i0 += 8) {
+      const int valid = std::min(std::max(m - i0, 0), 8), lanes = std::min(mr - i0, 8);
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) r[i] = i < valid ? _mm256_loadu_ps(src + (i0 + i) * ss + k0) : _mm256_setzero_ps();
+      const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+      const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+      const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+      const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+      const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+      const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+      const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+      const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+      const __m256 o[8] = {_mm256_permute2f128_ps(u0, u4, 0x20), _mm256_permute2f128_ps(u1, u5, 0x20),
+                           _mm256_permute2f128_ps(u2, u6, 0x20), _mm256_permute2f128_ps(u3, u7, 0x20),
+                           _mm256_permute2f128_ps(u0, u4, 0x31), _mm256_permute2f128_ps(u1, u5, 0x31),
+                           _mm256_permute2f128_ps(u2, u6, 0x31), _mm256_permute2f128_ps(u3, u7, 0x31)};
+      float* d = dst + k0 * mr + i0;
+      if (lanes == 8) {
+        for (int j = 0; j < 8; ++j) _mm256_storeu_ps(d + j * mr, o[j]);
+      } else {
+        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        for (int j = 0; j < 8; ++j) _mm256_maskstore_ps(d + j * mr, mask, o[j]);
+      }
+    }
+#endif
+  for (; k0 < kk; ++k0)
+    for (int r = 0; r < mr; ++r) dst[k0 * mr + r] = r < m ? src[r * ss + k0] : 0.f;
+}
+inline void pack_rows_to_panel(const double* src, int64_t ss, int m, int64_t kk, double* dst, int mr) {
+  for (int r = 0; r < mr; ++r)
+    for (int64_t k = 0; k < kk; ++k) dst[k * mr + r] = r < m ? src[r * ss + k] : 0.0;
 }
 
 template <class T> struct SimdFor { using type = ScalarSimd<T>; };
