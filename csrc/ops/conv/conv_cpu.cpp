@@ -7,7 +7,7 @@
 //            tensor as it is (no conversion); pixels in the SIMD lanes for NCHW, output
 //            channels for channels_last.
 //   winograd F(2x2, 3x3) for 3x3 stride-1 single-group layers with at least 16 input and
-//            output channels and at least 256 2x2 output tiles over the batch (2.25x fewer
+//            output channels and at least 32 2x2 output tiles over the batch (2.25x fewer
 //            multiplies; error at the direct path's level).
 //            winograd4 = F(4x4, 3x3) only when forced (larger float32 error).
 //   nchw     few input channels (<= 4 per group), stride 1 along W, NCHW in and out: direct
@@ -346,11 +346,12 @@ int winograd_m(const ConvParams& p) {
     case ConvAlgo::Winograd: return 2;
     case ConvAlgo::Winograd4: return 4;
     case ConvAlgo::Auto:
-      // The weight transform (16 values per filter tap pair) is paid once per call; with few
-      // tiles to spread it over (batch 1 at 7x7 or 14x14: ResNet's layer3/4) it costs more
-      // than the multiplies saved. Measured here: below ~256 tiles direct wins by up to 2x,
-      // above it Winograd wins by up to 1.4x.
-      return p.C >= 16 && p.OC >= 16 && p.N * winograd_tiles(p.OH, 2) * winograd_tiles(p.OW, 2) >= 256 ? 2 : 0;
+      // The weight transform (16 values per filter tap pair) is paid once per call, so a
+      // layer needs enough tiles to spread it over. Since that transform runs as vectors over
+      // the output channels, Winograd beat direct from 32 tiles on up (batch 1 at 14x14:
+      // 1.3-1.4x on one thread, both SIMD paths); at 16 (batch 1 at 7x7, ResNet's layer4)
+      // the two were within 10% either way, so direct keeps those.
+      return p.C >= 16 && p.OC >= 16 && p.N * winograd_tiles(p.OH, 2) * winograd_tiles(p.OW, 2) >= 32 ? 2 : 0;
     default: return 0;
   }
 }
