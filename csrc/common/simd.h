@@ -434,10 +434,13 @@ inline void transpose_2d(const T* src, int64_t ss, T* dst, int64_t ds, int64_t r
 // (channels contiguous) into a [k][mr] microkernel panel. mr need not be a multiple of 8
 // (the AVX-512 tile has 14 rows), so the last block of rows stores only its own lanes.
 inline void pack_rows_to_panel(const float* src, int64_t ss, int m, int64_t kk, float* dst, int mr) {
+  const int64_t kk8 = kk / 8 * 8;
   int64_t k0 = 0;
 #if defined(__AVX2__)
-  for (; k0 + 8 <= kk; k0 += 8)
-    for (int i0 = 0; i0 < mr; i0 += 8) {
+  // Eight rows at a time over all k: rows `ss` apart (8 KB at 2048 channels) share one L1
+  // set, so only one group's eight lines are live at once.
+  for (int i0 = 0; i0 < mr; i0 += 8)
+    for (k0 = 0; k0 < kk8; k0 += 8) {
       const int valid = std::min(std::max(m - i0, 0), 8), lanes = std::min(mr - i0, 8);
       __m256 r[8];
       for (int i = 0; i < 8; ++i) r[i] = i < valid ? _mm256_loadu_ps(src + (i0 + i) * ss + k0) : _mm256_setzero_ps();
@@ -461,6 +464,7 @@ inline void pack_rows_to_panel(const float* src, int64_t ss, int m, int64_t kk, 
         for (int j = 0; j < 8; ++j) _mm256_maskstore_ps(d + j * mr, mask, o[j]);
       }
     }
+  k0 = kk8;
 #endif
   for (; k0 < kk; ++k0)
     for (int r = 0; r < mr; ++r) dst[k0 * mr + r] = r < m ? src[r * ss + k0] : 0.f;

@@ -304,6 +304,11 @@ void pack_weight(const T* w, const ConvParams& p, bool swap, bool transposed, in
     for (int64_t kh = 0; kh < KH; ++kh)
       for (int64_t kw = 0; kw < KW; ++kw) {
         const int64_t tap = transposed ? (KH - 1 - kh) * KW + (KW - 1 - kw) : kh * KW + kw;
+        if (s_k == 1) {  // 1x1 (OIHW or transposed): rows of contiguous channels, 8x8 transposes
+          pack_rows_to_panel(base + tap, s_ch, static_cast<int>(lanes), kdim, out, block);
+          out += kdim * block;
+          continue;
+        }
         for (int64_t k0 = 0; k0 < kdim; k0 += 64) {
           const int64_t kn = std::min<int64_t>(64, kdim - k0);
           for (int64_t l = 0; l < block; ++l) {
