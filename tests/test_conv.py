@@ -201,6 +201,31 @@ def test_nn_conv2d_is_a_drop_in(kwargs):
     torch.testing.assert_close(copy.deepcopy(ours)(x), ours(x))
 
 
+@pytest.mark.parametrize("k, groups", [(3, 1), (5, 2), (3, 4), (7, 1)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_conv2d_channels_last_weight(cpu_capability, conv_algo, k, groups, dtype):
+    # model.to(memory_format=torch.channels_last) makes every conv weight channels_last; the
+    # weight is then read through its own (OHWI) layout for the forward and both gradients.
+    torch.manual_seed(k * 10 + groups)
+    x = torch.randn(2, 8, 11, 9, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    w0 = torch.randn(12, 8 // groups, k, k, dtype=dtype)
+    w = w0.contiguous(memory_format=torch.channels_last)
+    assert not w.is_contiguous()
+    w_before = w.clone()
+    xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+    xf, wf = x.clone().requires_grad_(), w.clone().requires_grad_()
+    y = fastconv.conv2d(xf, wf, padding=k // 2, groups=groups)
+    yr = F.conv2d(xr, wr, padding=k // 2, groups=groups)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(y, yr, **tol)
+    g = torch.randn_like(yr)
+    y.backward(g)
+    yr.backward(g)
+    torch.testing.assert_close(xf.grad, xr.grad, **tol)
+    torch.testing.assert_close(wf.grad, wr.grad, **tol)
+    assert torch.equal(w, w_before)
+
+
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("k", [1, 3])
 def test_conv2d_fused_epilogue(cpu_capability, conv_algo, layout, k):

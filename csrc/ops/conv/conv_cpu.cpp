@@ -300,6 +300,25 @@ class OutputBands {
   T* base_ = nullptr;
 };
 
+// The weight as a contiguous OIHW tensor. A channels_last weight (what
+// `model.to(memory_format=torch.channels_last)` makes of every conv weight) is converted here
+// a filter at a time, its (tap, input channel) matrix transposed in registers: torch's
+// generic copy took 5.8 ms for a 512 x 512 x 3 x 3 weight, 14% of ResNet-50's batch-1
+// channels_last inference.
+template <class T>
+at::Tensor weight_oihw(const at::Tensor& w) {
+  if (w.is_contiguous() || w.dim() != 4 || !w.is_contiguous(at::MemoryFormat::ChannelsLast)) return w.contiguous();
+  const int64_t O = w.size(0), I = w.size(1), taps = w.size(2) * w.size(3);
+  at::Tensor out = at::empty(w.sizes(), w.options());
+  const T* src = w.const_data_ptr<T>();
+  T* dst = out.mutable_data_ptr<T>();
+  const auto* kt = select_kernels<T>();
+  at::parallel_for(0, O, std::max<int64_t>(1, (64 << 10) / std::max<int64_t>(1, I * taps)), [&](int64_t b, int64_t e) {
+    for (int64_t o = b; o < e; ++o) kt->transpose(src + o * taps * I, I, dst + o * I * taps, taps, taps, I);
+  });
+  return out;
+}
+
 template <class T>
 at::Tensor packed_weight(const ConvKernels<T>* kt, const at::Tensor& w, const ConvParams& p, bool swap,
                          bool transposed, int block) {
@@ -557,7 +576,7 @@ at::Tensor conv2d_fused_cpu(const at::Tensor& input, const at::Tensor& weight,
                            input.options().memory_format(cl ? at::MemoryFormat::ChannelsLast
                                                             : at::MemoryFormat::Contiguous));
   if (y.numel() == 0) return y;
-  const at::Tensor w = weight.contiguous();
+  const at::Tensor w = AT_DISPATCH_FLOATING_TYPES(weight.scalar_type(), "weight_oihw", [&] { return weight_oihw<scalar_t>(weight); });
   // One per-channel shift: bias * scale + shift (either part optional).
   at::Tensor shift_eff;
   if (bias.has_value()) shift_eff = scale.has_value() ? bias->mul(*scale) : *bias;
@@ -739,7 +758,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
     if (mask[1]) gwb.zero_();
     if (mask[2]) gb.zero_();
   } else {
-    const at::Tensor w = weight.contiguous();
+    const at::Tensor w = AT_DISPATCH_FLOATING_TYPES(weight.scalar_type(), "weight_oihw", [&] { return weight_oihw<scalar_t>(weight); });
     const at::Tensor g = grad_output.contiguous(fmt);
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "conv2d_backward_cpu", [&] {
       if (mask[0]) input_grad<scalar_t>(p, g, w, gx);

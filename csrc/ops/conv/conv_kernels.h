@@ -92,6 +92,9 @@ struct ConvKernels {
   // (g, blk) items [item_begin, item_end) of the groups * nblk (out is the whole buffer).
   void (*pack_weight)(const T* w, const ConvParams& p, bool swap, bool transposed, int block, T* out,
                       int64_t item_begin, int64_t item_end);
+  // dst[j * ds + i] = src[i * ss + j] for i < rows, j < cols (8 x 8 register transposes):
+  // channels_last weights to OIHW, a filter at a time.
+  void (*transpose)(const T* src, int64_t ss, T* dst, int64_t ds, int64_t rows, int64_t cols);
 
   // Direct convolution, NHWC orientation: tiles of mr output pixels x nr output channels,
   // input broadcast from the padded buffer, packed weights (pack_weight with block nr).

@@ -1339,6 +1339,7 @@ const ConvKernels<T>* make_table() {
       &pack_nhwc<T>,
       &unpack_nhwc<T>,
       &pack_weight<T>,
+      &transpose_2d<T>,
       &forward_nhwc<T>,
       &forward_1x1_nchw<T>,
       &forward_1x1_nhwc<T>,
