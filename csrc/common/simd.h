@@ -383,13 +383,10 @@ using FloatSimd = ScalarSimd<float>;
 
 #endif
 
-// dst[j * ds + i] = src[i * ss + j] for an 8 x 8 block of floats: layout conversions
-// (NCHW <-> NHWC) at memory speed instead of one scalar move per element. Plain AVX2 on both
-// SIMD paths (the AVX-512 build enables AVX2 too), so one tested version serves both.
-inline void transpose8x8(const float* src, int64_t ss, float* dst, int64_t ds) {
 #if defined(__AVX2__)
-  __m256 r[8];
-  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ss);
+// o[j] lane i = r[i] lane j: the 8 x 8 transpose of eight registers. Plain AVX2 on both SIMD
+// paths (the AVX-512 build enables AVX2 too), so one tested version serves both.
+inline void transpose8_regs(const __m256 (&r)[8], __m256 (&o)[8]) {
   const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
   const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
   const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
@@ -398,14 +395,25 @@ inline void transpose8x8(const float* src, int64_t ss, float* dst, int64_t ds) {
   const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
   const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
   const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-  _mm256_storeu_ps(dst + 0 * ds, _mm256_permute2f128_ps(u0, u4, 0x20));
-  _mm256_storeu_ps(dst + 1 * ds, _mm256_permute2f128_ps(u1, u5, 0x20));
-  _mm256_storeu_ps(dst + 2 * ds, _mm256_permute2f128_ps(u2, u6, 0x20));
-  _mm256_storeu_ps(dst + 3 * ds, _mm256_permute2f128_ps(u3, u7, 0x20));
-  _mm256_storeu_ps(dst + 4 * ds, _mm256_permute2f128_ps(u0, u4, 0x31));
-  _mm256_storeu_ps(dst + 5 * ds, _mm256_permute2f128_ps(u1, u5, 0x31));
-  _mm256_storeu_ps(dst + 6 * ds, _mm256_permute2f128_ps(u2, u6, 0x31));
-  _mm256_storeu_ps(dst + 7 * ds, _mm256_permute2f128_ps(u3, u7, 0x31));
+  o[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  o[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  o[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  o[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  o[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  o[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  o[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  o[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+#endif
+
+// dst[j * ds + i] = src[i * ss + j] for an 8 x 8 block of floats: layout conversions
+// (NCHW <-> NHWC) at memory speed instead of one scalar move per element.
+inline void transpose8x8(const float* src, int64_t ss, float* dst, int64_t ds) {
+#if defined(__AVX2__)
+  __m256 r[8], o[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ss);
+  transpose8_regs(r, o);
+  for (int j = 0; j < 8; ++j) _mm256_storeu_ps(dst + j * ds, o[j]);
 #else
   for (int i = 0; i < 8; ++i)
     for (int j = 0; j < 8; ++j) dst[j * ds + i] = src[i * ss + j];
@@ -434,28 +442,17 @@ inline void transpose_2d(const T* src, int64_t ss, T* dst, int64_t ds, int64_t r
 // (channels contiguous) into a [k][mr] microkernel panel. mr need not be a multiple of 8
 // (the AVX-512 tile has 14 rows), so the last block of rows stores only its own lanes.
 inline void pack_rows_to_panel(const float* src, int64_t ss, int m, int64_t kk, float* dst, int mr) {
-  const int64_t kk8 = kk / 8 * 8;
   int64_t k0 = 0;
 #if defined(__AVX2__)
+  const int64_t kk8 = kk / 8 * 8;
   // Eight rows at a time over all k: rows `ss` apart (8 KB at 2048 channels) share one L1
   // set, so only one group's eight lines are live at once.
   for (int i0 = 0; i0 < mr; i0 += 8)
     for (k0 = 0; k0 < kk8; k0 += 8) {
       const int valid = std::min(std::max(m - i0, 0), 8), lanes = std::min(mr - i0, 8);
-      __m256 r[8];
+      __m256 r[8], o[8];
       for (int i = 0; i < 8; ++i) r[i] = i < valid ? _mm256_loadu_ps(src + (i0 + i) * ss + k0) : _mm256_setzero_ps();
-      const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-      const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-      const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-      const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-      const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-      const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-      const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-      const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-      const __m256 o[8] = {_mm256_permute2f128_ps(u0, u4, 0x20), _mm256_permute2f128_ps(u1, u5, 0x20),
-                           _mm256_permute2f128_ps(u2, u6, 0x20), _mm256_permute2f128_ps(u3, u7, 0x20),
-                           _mm256_permute2f128_ps(u0, u4, 0x31), _mm256_permute2f128_ps(u1, u5, 0x31),
-                           _mm256_permute2f128_ps(u2, u6, 0x31), _mm256_permute2f128_ps(u3, u7, 0x31)};
+      transpose8_regs(r, o);
       float* d = dst + k0 * mr + i0;
       if (lanes == 8) {
         for (int j = 0; j < 8; ++j) _mm256_storeu_ps(d + j * mr, o[j]);

@@ -142,62 +142,44 @@ __attribute__((noinline)) void ukernel(const T* FASTCONV_RESTRICT a, int64_t a_r
 // the loop is a constant offset from two pointers. The strided ukernel above needs a register
 // per row offset and reloaded some from the stack each step (6 x 16 AVX2 tile, K = 64: 78 ->
 // 88 GFLOP/s in L1 here).
-template <class T, int M>
-__attribute__((noinline)) void ukernel_packed(const T* FASTCONV_RESTRICT a, const T* FASTCONV_RESTRICT b, int64_t k,
-                                           typename Tile<T>::V (&acc)[M][Tile<T>::NV]) {
-  using S = typename Tile<T>::S;
-  using V = typename Tile<T>::V;
-  constexpr int NV = Tile<T>::NV, W = Tile<T>::W, MR = Tile<T>::MR, NR = Tile<T>::NR;
-  V c[M][NV];
-  copy_tile<T, M>(acc, c);
-  auto step = [&](const T* ap, const T* bp) FASTCONV_ALWAYS_INLINE_LAMBDA {
-    V bv[NV];
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) bv[v] = S::load(bp + v * W);
-    fma_step<T, M>(c, ap, 1, bv);
-  };
-  // The barriers keep the steps apart, as in ukernel.
-  for (; k >= 4; k -= 4, a += 4 * MR, b += 4 * NR) {
-    step(a, b);
-    asm volatile("" ::: "memory");
-    step(a + MR, b + NR);
-    asm volatile("" ::: "memory");
-    step(a + 2 * MR, b + 2 * NR);
-    asm volatile("" ::: "memory");
-    step(a + 3 * MR, b + 3 * NR);
-  }
-  for (; k > 0; --k, a += MR, b += NR) step(a, b);
-  copy_tile<T, M>(c, acc);
-}
-
-// ukernel_packed for a B tile's first use: B is read from its source rows (b_k apart) and
+// PACK_B, for a B tile's first use: B is read from its source rows (src, src_k apart) and
 // stored into the [k][NR] panel on the way, so the copy overlaps the FMAs instead of being a
 // pass of its own before them (the NCHW 1x1 forward spent ~20% of its time in that pass,
 // waiting on loads, at 64 output channels where each packed value serves only 64 FMAs).
-template <class T, int M>
-__attribute__((noinline)) void ukernel_pack_b(const T* FASTCONV_RESTRICT a, const T* FASTCONV_RESTRICT b, int64_t b_k,
-                                           T* FASTCONV_RESTRICT panel, int64_t k,
-                                           typename Tile<T>::V (&acc)[M][Tile<T>::NV]) {
+template <class T, int M, bool PACK_B = false>
+__attribute__((noinline)) void ukernel_packed(const T* FASTCONV_RESTRICT a, const T* FASTCONV_RESTRICT b, int64_t k,
+                                           typename Tile<T>::V (&acc)[M][Tile<T>::NV],
+                                           const T* FASTCONV_RESTRICT src = nullptr, int64_t src_k = 0,
+                                           T* FASTCONV_RESTRICT panel = nullptr) {
   using S = typename Tile<T>::S;
   using V = typename Tile<T>::V;
   constexpr int NV = Tile<T>::NV, W = Tile<T>::W, MR = Tile<T>::MR, NR = Tile<T>::NR;
   V c[M][NV];
   copy_tile<T, M>(acc, c);
-  auto step = [&](const T* ap, const T* bp, T* dp) FASTCONV_ALWAYS_INLINE_LAMBDA {
+  auto step = [&](int i) FASTCONV_ALWAYS_INLINE_LAMBDA {
     V bv[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
-      bv[v] = S::load(bp + v * W);
-      S::store(dp + v * W, bv[v]);
+      if constexpr (PACK_B) {
+        bv[v] = S::load(src + i * src_k + v * W);
+        S::store(panel + i * NR + v * W, bv[v]);
+      } else {
+        bv[v] = S::load(b + i * NR + v * W);
+      }
     }
-    fma_step<T, M>(c, ap, 1, bv);
+    fma_step<T, M>(c, a + i * MR, 1, bv);
   };
-  for (; k >= 2; k -= 2, a += 2 * MR, b += 2 * b_k, panel += 2 * NR) {
-    step(a, b, panel);
+  // The barriers keep the steps apart, as in ukernel.
+  for (; k >= 4; k -= 4, a += 4 * MR, b += 4 * NR, src += 4 * src_k, panel += 4 * NR) {
+    step(0);
     asm volatile("" ::: "memory");
-    step(a + MR, b + b_k, panel + NR);
+    step(1);
+    asm volatile("" ::: "memory");
+    step(2);
+    asm volatile("" ::: "memory");
+    step(3);
   }
-  if (k) step(a, b, panel);
+  for (; k > 0; --k, a += MR, b += NR, src += src_k, panel += NR) step(0);
   copy_tile<T, M>(c, acc);
 }
 
@@ -512,6 +494,10 @@ struct NextPanel {
       q += len;
     }
   }
+  void clear() {
+    runs.clear();
+    lines = 0;
+  }
   void issue(int64_t count) {
     constexpr int64_t step = 64 / sizeof(T);
     for (; count > 0 && ri < runs.size(); --count) {
@@ -527,6 +513,23 @@ struct NextPanel {
     }
   }
 };
+
+// Points `next` (NextPanel or NextRows) at the panel a 1x1 GEMM task packs after the one of
+// pixels [q0, q1), input channels [k0, k0 + kk): the next block of channels of the same
+// pixels, else the first block of the next task's pixels, else nothing.
+template <class T, class Next>
+void aim_next(Next& next, const T* x, const ConvParams& p, int64_t chunk, int64_t t, int64_t task_end, int64_t q0,
+              int64_t q1, int64_t k0, int64_t kk, int64_t kc) {
+  const int64_t total = p.N * p.H * p.W, chunks = (total + chunk - 1) / chunk, icg = p.icg();
+  if (k0 + kk < icg) {
+    next.reset(x, p, t / chunks, q0, q1, k0 + kk, std::min(kc, icg - k0 - kk));
+  } else if (t + 1 < task_end) {
+    const int64_t q2 = (t + 1) % chunks * chunk;
+    next.reset(x, p, (t + 1) / chunks, q2, std::min(total, q2 + chunk), 0, kc);
+  } else {
+    next.clear();
+  }
+}
 
 template <class T>
 void forward_1x1_nchw(const T* x, const T* wpack, const ConvParams& p, int64_t chunk, int64_t kc,
@@ -564,20 +567,13 @@ void forward_1x1_nchw(const T* x, const T* wpack, const ConvParams& p, int64_t c
       const bool first = k0 == 0, last = k0 + kk == icg;
       const Epilogue<T>& e = last ? ep : none;
       for (const Piece& pc : pieces) {
-        if (pc.len == NR) continue;  // a whole tile: packed by its first block's ukernel_pack_b
+        if (pc.len == NR) continue;  // a whole tile: packed by its first block's microkernel (PACK_B)
         const T* src = x + (pc.n * p.C + g * icg + k0) * hw + pc.p;
         T* dst = panel.data() + pc.tile * kk * NR + pc.lane;
         for (int64_t k = 0; k < kk; ++k)
           for (int64_t j = 0; j < pc.len; ++j) dst[k * NR + j] = src[k * hw + j];
       }
-      if (t + 1 < task_end && last) {
-        const int64_t q2 = (t + 1) % chunks * chunk;
-        next.reset(x, p, (t + 1) / chunks, q2, std::min(total, q2 + chunk), 0, kc);
-      } else if (!last) {
-        next.reset(x, p, g, q0, q1, k0 + kk, std::min(kc, icg - k0 - kk));
-      } else {
-        next.runs.clear();
-      }
+      aim_next(next, x, p, chunk, t, task_end, q0, q1, k0, kk, kc);
       const int64_t per_call = next.lines / std::max<int64_t>(1, nblk * ntiles) + 1;
       for (int64_t blk = 0; blk < nblk; ++blk) {
         const int64_t oc0 = g * ocg + blk * MR;
@@ -610,8 +606,8 @@ void forward_1x1_nchw(const T* x, const T* wpack, const ConvParams& p, int64_t c
                 for (int v = 0; v < NV; ++v) acc[r][v] = S::load(&tmp[r][v * W]);
             }
             if (blk == 0 && whole && pieces[pb].len == NR)
-              ukernel_pack_b<T, M>(wb, x + (pieces[pb].n * p.C + g * icg + k0) * hw + pieces[pb].p, hw,
-                                   panel.data() + ti * kk * NR, kk, acc);
+              ukernel_packed<T, M, true>(wb, nullptr, kk, acc, x + (pieces[pb].n * p.C + g * icg + k0) * hw + pieces[pb].p,
+                                         hw, panel.data() + ti * kk * NR);
             else
               ukernel_packed<T, M>(wb, panel.data() + ti * kk * NR, kk, acc);
             if (whole) {
@@ -698,14 +694,7 @@ void forward_1x1_nhwc(const T* x, const T* wpack, const ConvParams& p, int64_t c
         const int m = static_cast<int>(std::min<int64_t>(MR, q1 - qa));
         pack_rows_to_panel(x + qa * p.C + g * icg + k0, p.C, m, kk, dst, MR);
       }
-      if (t + 1 < task_end && last) {
-        const int64_t q2 = (t + 1) % chunks * chunk;
-        next.reset(x, p, (t + 1) / chunks, q2, std::min(total, q2 + chunk), 0, kc);
-      } else if (!last) {
-        next.reset(x, p, g, q0, q1, k0 + kk, std::min(kc, icg - k0 - kk));
-      } else {
-        next.clear();
-      }
+      aim_next(next, x, p, chunk, t, task_end, q0, q1, k0, kk, kc);
       const int64_t per_call = next.lines / std::max<int64_t>(1, nblk * ntiles) + 1;
       for (int64_t blk = 0; blk < nblk; ++blk) {
         const int64_t oc0 = g * ocg + blk * NR;
