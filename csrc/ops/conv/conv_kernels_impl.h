@@ -642,11 +642,11 @@ void forward_1x1_nchw(const T* x, const T* wpack, const ConvParams& p, int64_t c
 template <class T>
 struct NextRows {
   const char* base = nullptr;
-  int64_t stride = 0, row_lines = 0, rows = 0, lines = 0, at = 0;
+  int64_t stride = 0, row_lines = 0, lines = 0, at = 0;
   void reset(const T* x, const ConvParams& p, int64_t g, int64_t q0, int64_t q1, int64_t k0, int64_t kc) {
     const T* first = x + q0 * p.C + g * p.icg() + k0;
+    const int64_t rows = q1 - q0;
     stride = p.C * int64_t(sizeof(T));
-    rows = q1 - q0;
     at = 0;
     if (kc == p.C) {  // one contiguous run
       row_lines = 0;
