@@ -105,6 +105,10 @@ def test_conv2d_gradients_match_torch(cpu_capability, conv_algo, case, layout):
     (3, 1, 28, 28, 6, 5, 1, 0, 1, 1),
     (2, 19, 13, 11, 21, 3, 1, 1, 1, 1),   # Winograd: partial tiles on both edges
     (1, 32, 8, 8, 48, 3, 1, 0, 1, 1),     # Winograd without padding
+    (2, 3, 35, 37, 40, 11, 4, 2, 1, 1),   # AlexNet's first layer: weight gradient with the
+                                          # output channels in the lanes, a partial block
+    (2, 32, 14, 28, 16, 5, 1, 2, 1, 1),   # 16 output channels: pixels in the lanes, 8 + 8
+    (2, 16, 12, 20, 32, 5, 1, 2, 1, 1),   # ... and so the input gradient of 16 -> 32
 ])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_conv2d_larger_shapes(cpu_capability, conv_algo, shape, layout):
@@ -356,6 +360,7 @@ def test_conv2d_threads_do_not_change_results():
     # (N, C, H, W, OC, k, stride, padding, dilation, groups)
     (3, 20, 13, 11, 37, 3, 1, 1, 1, 1),   # Winograd; 37 output channels: several weight slices
     (2, 6, 15, 9, 10, 5, 2, 2, 1, 1),     # strided: image bands in the input gradient
+    (2, 3, 30, 26, 40, 7, 2, 3, 1, 1),    # the stem: weight gradient with channels in the lanes
     (2, 9, 12, 14, 12, 3, 1, 2, 2, 3),    # dilated, grouped
     (3, 16, 7, 8, 24, 1, 1, 0, 1, 1),     # 1x1: read in place when channels_last
 ])

@@ -300,17 +300,17 @@ class OutputBands {
   T* base_ = nullptr;
 };
 
-// The weight as a contiguous OIHW tensor. A channels_last weight (what
+// A 4-D tensor as a contiguous NCHW / OIHW one. A channels_last one (what
 // `model.to(memory_format=torch.channels_last)` makes of every conv weight) is converted here
-// a filter at a time, its (tap, input channel) matrix transposed in registers: torch's
+// an image / filter at a time, its (pixel, channel) matrix transposed in registers: torch's
 // generic copy took 5.8 ms for a 512 x 512 x 3 x 3 weight, 14% of ResNet-50's batch-1
 // channels_last inference.
-at::Tensor weight_oihw(const at::Tensor& w) {
-  if (w.is_contiguous() || w.dim() != 4 || !w.is_contiguous(at::MemoryFormat::ChannelsLast)) return w.contiguous();
-  const int64_t O = w.size(0), I = w.size(1), taps = w.size(2) * w.size(3);
-  at::Tensor out = at::empty(w.sizes(), w.options());
-  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "weight_oihw", [&] {
-    const scalar_t* src = w.const_data_ptr<scalar_t>();
+at::Tensor nchw_contiguous(const at::Tensor& t) {
+  if (t.is_contiguous() || t.dim() != 4 || !t.is_contiguous(at::MemoryFormat::ChannelsLast)) return t.contiguous();
+  const int64_t O = t.size(0), I = t.size(1), taps = t.size(2) * t.size(3);
+  at::Tensor out = at::empty(t.sizes(), t.options());
+  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "nchw_contiguous", [&] {
+    const scalar_t* src = t.const_data_ptr<scalar_t>();
     scalar_t* dst = out.mutable_data_ptr<scalar_t>();
     const auto* kt = select_kernels<scalar_t>();
     at::parallel_for(0, O, std::max<int64_t>(1, (64 << 10) / std::max<int64_t>(1, I * taps)), [&](int64_t b, int64_t e) {
@@ -318,6 +318,18 @@ at::Tensor weight_oihw(const at::Tensor& w) {
     });
   });
   return out;
+}
+
+// dst (channels_last) = src (contiguous NCHW, same sizes), by the same transposes.
+template <class T>
+void copy_nchw_to_channels_last(const at::Tensor& src, at::Tensor& dst) {
+  const int64_t N = src.size(0), C = src.size(1), hw = src.size(2) * src.size(3);
+  const T* s = src.const_data_ptr<T>();
+  T* d = dst.mutable_data_ptr<T>();
+  const auto* kt = select_kernels<T>();
+  at::parallel_for(0, N, std::max<int64_t>(1, (64 << 10) / std::max<int64_t>(1, C * hw)), [&](int64_t b, int64_t e) {
+    for (int64_t n = b; n < e; ++n) kt->transpose(s + n * C * hw, hw, d + n * C * hw, C, C, hw);
+  });
 }
 
 template <class T>
@@ -494,23 +506,40 @@ void forward_into(const ConvParams& p, const at::Tensor& x, const at::Tensor& w,
       return;
     }
   }
-  // Few input channels, stride 1 along W, NCHW in and out (LeNet's first layer): pixels in
-  // the lanes, read from a padded NCHW copy (tiny for so few channels).
+  // Stride 1 along W, pixels in the lanes, read from a padded NCHW copy, NCHW out: for few
+  // input channels (LeNet's first layer; tiny copy, and the NHWC reduction would be a few
+  // steps long), or where the NHWC tile's channel lanes would mostly idle and a row's pixels
+  // fill the lanes better (GoogLeNet's 16-channel 5x5 input gradient: 16 of 32 lanes
+  // against 28 of 32; there also for channels_last, through an NCHW result and a copy).
   const ConvAlgo forced = forced_conv_algo();
-  if (!channels_last && p.sw == 1 && y.is_contiguous() &&
-      ((forced == ConvAlgo::Auto && p.icg() <= 4 && p.OW >= 8) || forced == ConvAlgo::NchwDirect)) {
-    const at::Tensor xp = at::constant_pad_nd(x, {p.pl, p.pr, p.pt, p.pb}, 0).contiguous();
+  auto share = [](int64_t len, int64_t block) { return double(len) / double(ceil_div(len, block) * block); };
+  const bool few_in = p.icg() <= 4 && p.OW >= 8;
+  const bool few_out = share(p.OW, kt->nr) > 1.25 * share(p.ocg(), kt->nr) * share(p.OW, kt->mr);
+  const bool nchw_direct = forced == ConvAlgo::NchwDirect || (forced == ConvAlgo::Auto && (few_in || few_out));
+  if (p.sw == 1 && nchw_direct &&
+      (y.is_contiguous() || (few_out && !ep.residual && y.is_contiguous(at::MemoryFormat::ChannelsLast)))) {
+    at::Tensor yn = y.is_contiguous() ? y : at::empty(y.sizes(), y.options());
+    // Zero columns on the right up to whole vectors of output pixels: every tile then loads
+    // full vectors (the masked tail loads cost a branch per step; 1.3x on a 28-pixel row).
+    const int64_t wide = ceil_div(p.OW, kt->nr) * kt->nr + (p.KW - 1) * p.dw;
+    const int64_t extra = std::max<int64_t>(0, wide - (p.W + p.pl + p.pr));
+    const at::Tensor xp = at::constant_pad_nd(nchw_contiguous(x), {p.pl, p.pr + extra, p.pt, p.pb}, 0).contiguous();
     const int64_t hp = xp.size(2), wpd = xp.size(3);
-    const at::Tensor wp = packed_weight(kt, w, p, false, transposed, kt->mr_nchw);
     FwdPlan plan;
+    // Output channels split evenly over the tiles: 16 as 8 + 8, not 14 + 2 (a 2-row tile
+    // does 4 FMAs per 4 loads).
+    const int64_t ocg = std::max<int64_t>(p.ocg(), 1);
+    plan.block = static_cast<int>(ceil_div(ocg, ceil_div(ocg, kt->mr_nchw)));
+    const at::Tensor wp = packed_weight(kt, w, p, false, transposed, plan.block);
     plan.rows_per_task = std::clamp<int64_t>(ceil_div(1024, p.OW), 1, p.OH);
     plan.row_chunks = ceil_div(p.OH, plan.rows_per_task);
     const T* xs = xp.const_data_ptr<T>();
     const T* ws = wp.const_data_ptr<T>();
-    T* ys = y.mutable_data_ptr<T>();
+    T* ys = yn.mutable_data_ptr<T>();
     at::parallel_for(0, p.N * p.groups * plan.row_chunks, 1, [&](int64_t b, int64_t e) {
       kt->forward_nchw_direct(xs, hp, wpd, ws, p, plan, ep, ys, b, e);
     });
+    if (!yn.is_same(y)) copy_nchw_to_channels_last<T>(yn, y);
     return;
   }
   int m = winograd_m(p);
@@ -583,7 +612,7 @@ at::Tensor conv2d_fused_cpu(const at::Tensor& input, const at::Tensor& weight,
                            input.options().memory_format(cl ? at::MemoryFormat::ChannelsLast
                                                             : at::MemoryFormat::Contiguous));
   if (y.numel() == 0) return y;
-  const at::Tensor w = weight_oihw(weight);
+  const at::Tensor w = nchw_contiguous(weight);
   // One per-channel shift: bias * scale + shift (either part optional).
   at::Tensor shift_eff;
   if (bias.has_value()) shift_eff = scale.has_value() ? bias->mul(*scale) : *bias;
@@ -708,13 +737,20 @@ void weight_and_bias_grad(const ConvParams& p, const at::Tensor& go, const at::T
     PaddedBands<T> xb(kt, x, p.pt, p.pb, p.pl, p.pr);
     const int64_t rows = p.N * p.OH, rpc = wgrad_rows_per_chunk(p);
     const int64_t per_band = xb.in_place() ? rows : std::max<int64_t>(1, xb.band_rows() / (rpc * p.sh)) * rpc;
-    T* out = gw->mutable_data_ptr<T>();
+    // The oc-lanes tile sums into the transpose, (KH * KW * ICg, OC); turned round at the end.
+    const bool oc_lanes = wgrad_oc_lanes(p, kt->mr, kt->nr);
+    at::Tensor gwt = oc_lanes ? at::empty({gw->numel()}, gw->options()) : at::Tensor();
+    T* out = oc_lanes ? gwt.mutable_data_ptr<T>() : gw->mutable_data_ptr<T>();
     for (int64_t r0 = 0; r0 < rows; r0 += per_band) {
       const int64_t r1 = std::min(rows, r0 + per_band);
       const PaddedNhwc<T>& xp = xb.output_rows(p, r0, r1);
       at::parallel_for(0, kt->weight_grad_tiles(p), 1, [&](int64_t b, int64_t e) {
         kt->weight_grad(gs, gst, xp, p, out, r0, r1, b, e);
       });
+    }
+    if (oc_lanes) {
+      const int64_t k = p.KH * p.KW * p.icg();
+      kt->transpose(out, p.OC, gw->mutable_data_ptr<T>(), k, k, p.OC);
     }
   }
   if (gb) {
@@ -765,7 +801,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
     if (mask[1]) gwb.zero_();
     if (mask[2]) gb.zero_();
   } else {
-    const at::Tensor w = weight_oihw(weight);
+    const at::Tensor w = nchw_contiguous(weight);
     const at::Tensor g = grad_output.contiguous(fmt);
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "conv2d_backward_cpu", [&] {
       if (mask[0]) input_grad<scalar_t>(p, g, w, gx);

@@ -45,6 +45,8 @@ struct FwdPlan {
   // Every channel block inside one task (small weights: the input rows are then read once);
   // else one block per task (large weights: a block's weights stay in L2 across rows).
   bool blocks_inner = false;
+  // forward_nchw_direct: output channels per tile (at most mr_nchw; weights packed with it).
+  int block = 0;
   int64_t tasks(const ConvParams& p) const {
     return p.N * p.groups * (blocks_inner ? 1 : blocks) * row_chunks;
   }
@@ -53,6 +55,24 @@ struct FwdPlan {
 // The weight gradient's reduction runs over output rows in chunks of ~256 pixels.
 inline int64_t wgrad_rows_per_chunk(const ConvParams& p) {
   return p.OW > 0 && p.OW < 256 ? 256 / p.OW : 1;
+}
+
+// The weight gradient's tile: (kw, ic) rows x output-channel lanes ("oc lanes", one group,
+// dilation 1), unless output channels x (kw, ic) lanes leaves clearly fewer lanes idle
+// (LeNet's 1 -> 6 5x5: 5 (kw, ic) pairs, 6 channels). The oc-lanes kernel broadcasts its
+// rows from the input in place and packs only the output gradient, once per chunk for all
+// tiles; same process, 1 thread, against the other orientation: AlexNet's 3 -> 64 11x11/4
+// 0.53x -> 0.97x torch (33 (kw, ic) pairs half-filled two lane blocks), the ResNet stem
+// 0.96x -> 1.35x, 64 -> 64 3x3 at 224 1.23x -> 1.40x, 256 -> 256 at 56 0.94x -> 1.01x.
+// Not for many channel blocks on short rows: its reduction runs one output row per segment
+// (the padded input rows are not adjacent), and with 16+ blocks at 14 pixels per row
+// (512 -> 512 at 14x14) it was even on AVX-512 and 25% slower on AVX2.
+inline bool wgrad_oc_lanes(const ConvParams& p, int mr, int nr) {
+  if (p.groups != 1 || p.dw != 1 || p.OC == 0) return false;
+  const int64_t j = p.KW * p.icg(), o = p.ocg();
+  if (o > 8 * nr && p.OW < 28) return false;
+  auto share = [](int64_t len, int64_t block) { return double(len) / double((len + block - 1) / block * block); };
+  return 1.1 * share(o, nr) * share(j, mr) >= share(j, nr) * share(o, mr);
 }
 
 // Work split of the 1x1 weight gradient (weight_grad_1x1): task = (group, block of
@@ -112,15 +132,18 @@ struct ConvKernels {
   void (*forward_1x1_nhwc)(const T* x, const T* wpack, const ConvParams& p, int64_t chunk, int64_t kc,
                            const Epilogue<T>& ep, T* y, int64_t task_begin, int64_t task_end);
 
-  // Direct convolution, NCHW orientation, for stride-1 (along W) layers with few input
-  // channels (LeNet's first layer): tiles of mr_nchw output channels x 2 vectors of output
-  // pixels along a row; x is a zero-padded NCHW copy [N][C][hp][wp]; weights packed with
-  // block mr_nchw; y contiguous NCHW. Task = (n, group, chunk of output rows).
+  // Direct convolution, NCHW orientation, for stride-1 (along W) layers with few input or
+  // output channels (LeNet's first layer, GoogLeNet's 16-channel 5x5 input gradient): tiles
+  // of plan.block output channels x 2 vectors of output pixels along a row; x is a
+  // zero-padded NCHW copy [N][C][hp][wp], wide enough that every tile reads whole vectors
+  // (wp >= OW rounded up to nr, + (KW - 1) * dw); weights packed with block plan.block; y
+  // contiguous NCHW. Task = (n, group, chunk of output rows).
   void (*forward_nchw_direct)(const T* x, int64_t hp, int64_t wp, const T* wpack, const ConvParams& p,
                               const FwdPlan& plan, const Epilogue<T>& ep, T* y, int64_t task_begin,
                               int64_t task_end);
 
-  // Weight gradient into gw[g][o][kh][kw][ic] (OCg x KH x KW x ICg per group), for tiles
+  // Weight gradient into gw[g][o][kh][kw][ic] (OCg x KH x KW x ICg per group), or, when
+  // wgrad_oc_lanes(p, mr, nr), its transpose gw[kh][kw][ic][o]; for tiles
   // [tile_begin, tile_end) of weight_grad_tiles(p), summed over the output rows
   // [row_begin, row_end) of the N * OH (n, oh) rows: row_begin == 0 overwrites gw, a later range
   // adds to it. Ranges starting at multiples of wgrad_rows_per_chunk(p) give the sums of one

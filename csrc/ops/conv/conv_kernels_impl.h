@@ -97,7 +97,8 @@ FASTCONV_ALWAYS_INLINE void fma_step(typename Tile<T>::V (&c)[M][Tile<T>::NV], c
 // Never inlined: its register allocation (12-28 accumulators, nothing else live) then does
 // not depend on the caller; inlined into a busy loop nest GCC spilled an accumulator in some
 // instantiations, a 2-3x slowdown.
-template <class T, int M, bool TAIL>
+// A_UNIT: the rows of A are adjacent (a_r == 1), so its addresses are constant offsets.
+template <class T, int M, bool TAIL, bool A_UNIT = false>
 __attribute__((noinline)) void ukernel(const T* FASTCONV_RESTRICT a, int64_t a_r, int64_t a_k,
                                     const T* FASTCONV_RESTRICT b, int64_t b_k, const Seg* segs,
                                     int64_t nseg, typename Tile<T>::V (&acc)[M][Tile<T>::NV],
@@ -118,7 +119,7 @@ __attribute__((noinline)) void ukernel(const T* FASTCONV_RESTRICT a, int64_t a_r
       else
         bv[v] = S::load(bp + v * W);
     }
-    fma_step<T, M>(c, ap, a_r, bv);
+    fma_step<T, M>(c, ap, A_UNIT ? 1 : a_r, bv);
   };
   for (int64_t s = 0; s < nseg; ++s) {
     const T* ap = a + segs[s].a;
@@ -381,7 +382,9 @@ FASTCONV_ALWAYS_INLINE void store_channels_by_pixels(typename Tile<T>::V (&acc)[
       if (ep.scale) o = S::mul(o, sc);
       if (ep.shift) o = S::add(o, sh);
       if (ep.residual) o = S::add(o, S::load_n(res + r * plane + v * W, lanes));
-      if (ep.relu) o = S::max(S::zero(), o);
+      // Zero unless positive or NaN: -0 becomes +0 as in the other layouts' epilogues (and
+      // CUDA's fmaxf); the max instruction alone kept -0 here.
+      if (ep.relu) o = S::blend(S::mor(S::gt(o, S::zero()), S::is_nan(o)), S::zero(), o);
       S::store_n(y + r * plane + v * W, o, lanes);
     }
   }
@@ -728,12 +731,13 @@ void forward_nchw_direct(const T* x, int64_t hp, int64_t wp, const T* wpack, con
   using V = typename Tile<T>::V;
   constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR, NV = Tile<T>::NV;
   const int64_t icg = p.icg(), ocg = p.ocg(), plane = hp * wp, oplane = p.OH * p.OW;
-  const int64_t nblk = (ocg + MR - 1) / MR;
+  const int B = plan.block;
+  const int64_t nblk = (ocg + B - 1) / B;
   // One segment per kernel tap: the input channels at that tap, a plane apart.
   std::vector<Seg> segs;
   for (int64_t kh = 0; kh < p.KH; ++kh)
     for (int64_t kw = 0; kw < p.KW; ++kw)
-      segs.push_back({(kh * p.KW + kw) * icg * MR, kh * p.dh * wp + kw * p.dw, icg});
+      segs.push_back({(kh * p.KW + kw) * icg * B, kh * p.dh * wp + kw * p.dw, icg});
   const int64_t nseg = static_cast<int64_t>(segs.size());
   for (int64_t t = task_begin; t < task_end; ++t) {
     const int64_t chunk = t % plan.row_chunks;
@@ -743,9 +747,9 @@ void forward_nchw_direct(const T* x, int64_t hp, int64_t wp, const T* wpack, con
     const int64_t oh_end = std::min(p.OH, (chunk + 1) * plan.rows_per_task);
     for (int64_t oh = chunk * plan.rows_per_task; oh < oh_end; ++oh)
       for (int64_t blk = 0; blk < nblk; ++blk) {
-        const int64_t oc0 = g * ocg + blk * MR;
-        const int m = static_cast<int>(std::min<int64_t>(MR, ocg - blk * MR));
-        const T* wb = wpack + (g * nblk + blk) * p.KH * p.KW * icg * MR;
+        const int64_t oc0 = g * ocg + blk * B;
+        const int m = static_cast<int>(std::min<int64_t>(B, ocg - blk * B));
+        const T* wb = wpack + (g * nblk + blk) * p.KH * p.KW * icg * B;
         const T* xrow = xg + oh * p.sh * wp;
         T* yb = y + (n * p.OC + oc0) * oplane + oh * p.OW;
         const T* rb = ep.residual ? ep.residual + (n * p.OC + oc0) * oplane + oh * p.OW : nullptr;
@@ -755,10 +759,7 @@ void forward_nchw_direct(const T* x, int64_t hp, int64_t wp, const T* wpack, con
             constexpr int M = decltype(mc)::value;
             V acc[M][NV];
             zero_acc<T, M>(acc);
-            if (nvalid == NR)
-              ukernel<T, M, false>(wb, 1, MR, xrow + ow0, plane, segs.data(), nseg, acc, NR);
-            else
-              ukernel<T, M, true>(wb, 1, MR, xrow + ow0, plane, segs.data(), nseg, acc, nvalid);
+            ukernel<T, M, false, true>(wb, 1, B, xrow + ow0, plane, segs.data(), nseg, acc, NR);
             store_channels_by_pixels<T, M>(acc, ep, oc0, nvalid, yb + ow0, oplane, rb ? rb + ow0 : nullptr);
           });
         }
@@ -787,11 +788,93 @@ WgradShape wgrad_shape(const ConvParams& p) {
   return s;
 }
 
+// The oc-lanes orientation (wgrad_oc_lanes): a kernel row's KW * C (kw, ic) pairs in
+// row blocks of even size (at most MR; 33 -> 3 x 11).
+struct WgradRows {
+  int64_t jlen, blocks, rows;
+};
+template <class T>
+WgradRows wgrad_rows(const ConvParams& p) {
+  WgradRows r;
+  r.jlen = p.KW * p.C;
+  r.blocks = (r.jlen + Tile<T>::MR - 1) / Tile<T>::MR;
+  r.rows = (r.jlen + r.blocks - 1) / r.blocks;
+  return r;
+}
+
 // Tiles: (group, kernel column kc, lane block jb); every output-channel block is inside.
+// oc lanes: (kh, row block); every output-channel block is inside.
 template <class T>
 int64_t weight_grad_tiles(const ConvParams& p) {
+  if (wgrad_oc_lanes(p, Tile<T>::MR, Tile<T>::NR)) return p.KH * wgrad_rows<T>(p).blocks;
   const WgradShape s = wgrad_shape<T>(p);
   return p.groups * s.kcols * s.jblocks;
+}
+
+// Weight gradient with the output channels in the lanes, into gwt[kh][kw][ic][o] (one group,
+// dilation 1): acc[(kw, ic)][o] += x[pixel][(kw, ic)] * go[pixel][o] over output pixels. Per
+// chunk of rows, the output gradient is packed once into [pixel][NR] panels, one per channel
+// block, which serve every tile; a tile's rows are a run of adjacent (kw, ic) pairs of the
+// padded NHWC input, broadcast in place (packing them cost a quarter of the time). Same
+// chunking as weight_grad, so the sums do not depend on the thread count either.
+template <class T>
+void weight_grad_oc_lanes(const T* go, Strides4 gs, const PaddedNhwc<T>& x, const ConvParams& p, T* gwt,
+                          int64_t row_begin, int64_t row_end, int64_t tile_begin, int64_t tile_end) {
+  using S = typename Tile<T>::S;
+  using V = typename Tile<T>::V;
+  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR, NV = Tile<T>::NV, W = Tile<T>::W;
+  const WgradRows jr = wgrad_rows<T>(p);
+  const int64_t oc = p.OC, oblocks = (oc + NR - 1) / NR;
+  const int64_t rows_per_chunk = wgrad_rows_per_chunk(p), chunk_px = rows_per_chunk * p.OW;
+  std::vector<T> gpanel(static_cast<size_t>(oblocks * chunk_px * NR));
+  std::vector<Seg> segs(static_cast<size_t>(rows_per_chunk));
+  for (int64_t r0 = row_begin; r0 < row_end; r0 += rows_per_chunk) {
+    const int64_t r1 = std::min(row_end, r0 + rows_per_chunk);
+    const bool first = r0 == 0;
+    for (int64_t ob = 0; ob < oblocks; ++ob) {
+      const int valid = static_cast<int>(std::min<int64_t>(NR, oc - ob * NR));
+      int lanes[NV];
+      tile_lanes<T>(valid, lanes);
+      T* d = gpanel.data() + ob * chunk_px * NR;
+      for (int64_t r = r0; r < r1; ++r) {
+        const T* src = go + r / p.OH * gs.n + r % p.OH * gs.h + ob * NR * gs.c;
+        if (gs.w == 1) {
+          pack_rows_to_panel(src, gs.c, valid, p.OW, d, NR);
+          d += p.OW * NR;
+        } else if (gs.c == 1) {
+          for (int64_t ow = 0; ow < p.OW; ++ow, d += NR)
+            for (int v = 0; v < NV; ++v)
+              S::store(d + v * W, lanes[v] ? S::load_n(src + ow * gs.w + v * W, lanes[v]) : S::zero());
+        } else {
+          for (int64_t ow = 0; ow < p.OW; ++ow, d += NR)
+            for (int i = 0; i < NR; ++i) d[i] = i < valid ? src[ow * gs.w + i * gs.c] : T(0);
+        }
+      }
+    }
+    for (int64_t t = tile_begin; t < tile_end; ++t) {
+      const int64_t kh = t / jr.blocks, j0 = t % jr.blocks * jr.rows;
+      const int m = static_cast<int>(std::min(jr.rows, jr.jlen - j0));
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t n = r / p.OH, oh = r % p.OH;
+        segs[r - r0] = {((n * x.hp + oh * p.sh + kh * p.dh) * x.wp) * x.c + j0, (r - r0) * p.OW * NR, p.OW};
+      }
+      T* gt = gwt + (kh * jr.jlen + j0) * oc;
+      for (int64_t ob = 0; ob < oblocks; ++ob) {
+        int lanes[NV];
+        tile_lanes<T>(static_cast<int>(std::min<int64_t>(NR, oc - ob * NR)), lanes);
+        with_rows<1, MR>(m, [&](auto mc) {
+          constexpr int M = decltype(mc)::value;
+          V acc[M][NV];
+          load_tile<T, M>(acc, first ? nullptr : gt + ob * NR, oc, lanes);
+          ukernel<T, M, false, true>(x.data, 1, p.sw * x.c, gpanel.data() + ob * chunk_px * NR, NR, segs.data(),
+                                     r1 - r0, acc, NR);
+          for (int rr = 0; rr < M; ++rr)
+            for (int v = 0; v < NV; ++v)
+              if (lanes[v]) S::store_n(gt + rr * oc + ob * NR + v * W, acc[rr][v], lanes[v]);
+        });
+      }
+    }
+  }
 }
 
 template <class T>
@@ -800,6 +883,10 @@ void weight_grad(const T* go, Strides4 gs, const PaddedNhwc<T>& x, const ConvPar
   using S = typename Tile<T>::S;
   using V = typename Tile<T>::V;
   constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR, NV = Tile<T>::NV, W = Tile<T>::W;
+  if (wgrad_oc_lanes(p, MR, NR)) {
+    weight_grad_oc_lanes<T>(go, gs, x, p, gw, row_begin, row_end, tile_begin, tile_end);
+    return;
+  }
   const WgradShape sh = wgrad_shape<T>(p);
   const int64_t icg = p.icg(), ocg = p.ocg();
   // The reduction runs over output pixels in chunks of whole rows (~256 pixels). Per chunk
