@@ -404,6 +404,52 @@ inline void transpose8_regs(const __m256 (&r)[8], __m256 (&o)[8]) {
   o[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
   o[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
+
+// dst[w * c + i] = src[i * ss + w] for i < c <= 8, w < len: a few channel planes (an RGB
+// image) to pixel-major, eight pixels per 8 x 8 transpose. A pixel's 8-lane store spills into
+// the following pixels' places, which their stores then overwrite; stores that would reach
+// past dst[len * c] are masked.
+inline void interleave_planes(const float* src, int64_t ss, int c, int64_t len, float* dst) {
+  const __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(c), _mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0));
+  int64_t w0 = 0;
+  for (; w0 + 8 <= len; w0 += 8) {
+    __m256 r[8], o[8];
+    for (int i = 0; i < 8; ++i) r[i] = i < c ? _mm256_loadu_ps(src + i * ss + w0) : _mm256_setzero_ps();
+    transpose8_regs(r, o);
+    for (int j = 0; j < 8; ++j) {
+      float* d = dst + (w0 + j) * c;
+      if ((w0 + j) * c + 8 <= len * c) _mm256_storeu_ps(d, o[j]); else _mm256_maskstore_ps(d, keep, o[j]);
+    }
+  }
+  for (; w0 < len; ++w0)
+    for (int i = 0; i < c; ++i) dst[w0 * c + i] = src[i * ss + w0];
+}
+
+// Eight floats in a ymm register on both SIMD paths: the unit of the 8 x 8 transposes.
+struct Float8 {
+  using V = __m256;
+  using M = __m256;
+  static __m256i first_i(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0));
+  }
+  static V zero() { return _mm256_setzero_ps(); }
+  static V load_n(const float* p, int n) { return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, first_i(n)); }
+  static void store_n(float* p, V v, int n) {
+    if (n >= 8) _mm256_storeu_ps(p, v); else _mm256_maskstore_ps(p, first_i(n), v);
+  }
+  static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static M gt(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
+  static M is_nan(V a) { return _mm256_cmp_ps(a, a, _CMP_UNORD_Q); }
+  static M mor(M a, M b) { return _mm256_or_ps(a, b); }
+  static V blend(M m, V if_false, V if_true) { return _mm256_blendv_ps(if_false, if_true, m); }
+  // Lanes [8 h, 8 h + 8) of a full-width register.
+  static V half_of(__m256 v, int) { return v; }
+#if defined(__AVX512F__)
+  static V half_of(__m512 v, int h) {
+    return h ? _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)) : _mm512_castps512_ps256(v);
+  }
+#endif
+};
 #endif
 
 // dst[j * ds + i] = src[i * ss + j] for an 8 x 8 block of floats: layout conversions

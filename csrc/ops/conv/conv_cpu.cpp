@@ -252,9 +252,13 @@ class PaddedBands {
 template <class T>
 class OutputBands {
  public:
-  OutputBands(const ConvKernels<T>* kt, const ConvParams& p, at::Tensor& y, const Epilogue<T>& ep)
+  // tile_store: the kernel can store its NHWC tiles into a channel-major y itself
+  // (ConvKernels::nchw_tile_store), given unit pixel strides.
+  OutputBands(const ConvKernels<T>* kt, const ConvParams& p, at::Tensor& y, const Epilogue<T>& ep,
+              bool tile_store = false)
       : kt_(kt), p_(p), y_(y), ep_(ep), inner_(ep) {
-    banded_ = y.stride(1) != 1 && p.OC > 1;
+    banded_ = y.stride(1) != 1 && p.OC > 1 &&
+              !(tile_store && y.stride(3) == 1 && (!ep.residual || ep.rs.w == 1));
     if (banded_) {
       inner_.residual = nullptr;
       inner_.relu = false;
@@ -327,7 +331,8 @@ void copy_nchw_to_channels_last(const at::Tensor& src, at::Tensor& dst) {
   const T* s = src.const_data_ptr<T>();
   T* d = dst.mutable_data_ptr<T>();
   const auto* kt = select_kernels<T>();
-  at::parallel_for(0, N, std::max<int64_t>(1, (64 << 10) / std::max<int64_t>(1, C * hw)), [&](int64_t b, int64_t e) {
+  const int64_t grain = std::max<int64_t>(1, (64 << 10) / std::max<int64_t>(1, C * hw));
+  at::parallel_for(0, N, grain, [&](int64_t b, int64_t e) {
     for (int64_t n = b; n < e; ++n) kt->transpose(s + n * C * hw, hw, d + n * C * hw, C, C, hw);
   });
 }
@@ -556,7 +561,7 @@ void direct_forward(const ConvParams& p, const at::Tensor& x, const at::Tensor& 
                     const Epilogue<T>& ep, at::Tensor& y) {
   const auto* kt = select_kernels<T>();
   PaddedBands<T> xb(kt, x, p.pt, p.pb, p.pl, p.pr);
-  OutputBands<T> out(kt, p, y, ep);
+  OutputBands<T> out(kt, p, y, ep, kt->nchw_tile_store);
   const at::Tensor wp = packed_weight(kt, w, p, false, transposed, kt->nr);
   const FwdPlan plan = nhwc_plan(kt, p);
   const T* ws = wp.const_data_ptr<T>();

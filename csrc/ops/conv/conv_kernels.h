@@ -92,6 +92,9 @@ struct ConvKernels {
   int mr;  // output pixels per microkernel tile (NHWC orientation)
   int nr;  // output channels per tile (NHWC orientation): 2 SIMD vectors
   int mr_nchw;  // output channels per tile in the NCHW (pixels-in-vectors) orientation
+  // forward_nhwc stores its tiles straight into an NCHW output (transposed in registers) at
+  // full speed; otherwise the glue gives it an NHWC band and unpacks that.
+  bool nchw_tile_store;
 
   // Rows [row_begin, row_end) of the N * hp rows of a padded NHWC buffer from src, written
   // from dst on (dst holds row row_begin): row (n, h), pixel w, channel c = src[n][c][h - pt][w - pl]

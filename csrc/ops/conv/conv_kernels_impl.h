@@ -43,6 +43,15 @@ struct Seg {
   int64_t a, b, len;
 };
 
+// Appends the run r to segs, or lengthens the last run where r continues it in A (whose
+// offsets advance by a_k per step; B is laid out consecutively by every caller).
+inline void add_run(std::vector<Seg>& segs, const Seg& r, int64_t a_k) {
+  if (!segs.empty() && segs.back().a + segs.back().len * a_k == r.a)
+    segs.back().len += r.len;
+  else
+    segs.push_back(r);
+}
+
 template <class T>
 struct Tile {
   using S = typename SimdFor<T>::type;
@@ -229,6 +238,14 @@ void pack_nhwc(const T* src, Strides4 s, int64_t C, int64_t H, int64_t W, int64_
     if (s.c == 1 && s.w == C) {
       std::memcpy(dr, sr, sizeof(T) * len * C);
     } else if (s.w == 1) {
+#if defined(__AVX2__)
+      if constexpr (std::is_same_v<T, float>) {
+        if (C < 8) {  // first layers: transpose_2d would move them one float at a time
+          interleave_planes(sr, s.c, static_cast<int>(C), len, dr);
+          continue;
+        }
+      }
+#endif
       transpose_2d(sr, s.c, dr, C, C, len);  // channel planes to pixel-major
     } else {
       for (int64_t w = 0; w < len; ++w)
@@ -318,6 +335,42 @@ FASTCONV_ALWAYS_INLINE T finish_scalar(T v, const Epilogue<T>& ep, const T* res)
   return v;
 }
 
+// max(o, 0) that keeps NaN (as torch.relu) and gives +0 for -0, as every epilogue here does.
+template <class S>
+FASTCONV_ALWAYS_INLINE typename S::V relu_v(typename S::V o) {
+  return S::blend(S::mor(S::gt(o, S::zero()), S::is_nan(o)), S::zero(), o);
+}
+
+#if defined(__AVX2__)
+// A float tile of M pixels x nvalid channels (channels in the lanes, scale / shift applied)
+// stored channel-major: each channel's M pixels are a contiguous run of an NCHW row
+// (channel stride `plane`), transposed in registers 8 x 8 at a time, with the residual and
+// ReLU applied on the way. Direct NCHW output needs no NHWC band and no unpacking pass.
+template <int M>
+FASTCONV_ALWAYS_INLINE void store_tile_nchw(typename Tile<float>::V (&acc)[M][Tile<float>::NV],
+                                            const Epilogue<float>& ep, int nvalid, float* y, int64_t plane,
+                                            const float* res) {
+  constexpr int W = Tile<float>::W;
+  using H = Float8;
+  for (int c0 = 0; c0 < nvalid; c0 += 8) {
+    const int v = c0 / W, half = c0 % W / 8, nc = std::min(8, nvalid - c0);
+    for (int p0 = 0; p0 < M; p0 += 8) {
+      const int np = std::min(8, M - p0);
+      __m256 r[8], o[8];
+      for (int i = 0; i < 8; ++i) r[i] = p0 + i < M ? H::half_of(acc[p0 + i][v], half) : _mm256_setzero_ps();
+      transpose8_regs(r, o);
+      for (int j = 0; j < nc; ++j) {
+        float* d = y + (c0 + j) * plane + p0;
+        __m256 x = o[j];
+        if (res) x = H::add(x, H::load_n(res + (c0 + j) * ep.rs.c + p0, np));
+        if (ep.relu) x = relu_v<H>(x);
+        H::store_n(d, x, np);
+      }
+    }
+  }
+}
+#endif
+
 // Tile of m pixels x nvalid channels (channels in the lanes). y / res point at pixel 0,
 // channel oc0; ys / ep.rs step pixels by .w and channels by .c.
 template <class T, int M>
@@ -351,8 +404,15 @@ FASTCONV_ALWAYS_INLINE void store_pixels_by_channels(typename Tile<T>::V (&acc)[
       }
     return;
   }
-  // Channel-major output (NCHW): transpose through a stack tile; each channel's m pixels
-  // are then one contiguous run of the output row.
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<T, float>) {
+    if (ys.w == 1 && (!ep.residual || ep.rs.w == 1)) {
+      store_tile_nchw<M>(acc, ep, nvalid, y, ys.c, res);
+      return;
+    }
+  }
+#endif
+  // Channel-major output with pixels apart: transpose through a stack tile.
   alignas(64) T tmp[M][NR];
   for (int r = 0; r < M; ++r)
     for (int v = 0; v < NV; ++v) S::store(&tmp[r][v * W], acc[r][v]);
@@ -382,9 +442,7 @@ FASTCONV_ALWAYS_INLINE void store_channels_by_pixels(typename Tile<T>::V (&acc)[
       if (ep.scale) o = S::mul(o, sc);
       if (ep.shift) o = S::add(o, sh);
       if (ep.residual) o = S::add(o, S::load_n(res + r * plane + v * W, lanes));
-      // Zero unless positive or NaN: -0 becomes +0 as in the other layouts' epilogues (and
-      // CUDA's fmaxf); the max instruction alone kept -0 here.
-      if (ep.relu) o = S::blend(S::mor(S::gt(o, S::zero()), S::is_nan(o)), S::zero(), o);
+      if (ep.relu) o = relu_v<S>(o);
       S::store_n(y + r * plane + v * W, o, lanes);
     }
   }
@@ -901,7 +959,8 @@ void weight_grad(const T* go, Strides4 gs, const PaddedNhwc<T>& x, const ConvPar
   // the output gradient was re-read from L3 for every tile.
   const int64_t chunk_px = rows_per_chunk * p.OW;
   const int64_t oc_super = std::max<int64_t>(MR, (int64_t(96) * 1024 / int64_t(sizeof(T)) / chunk_px) / MR * MR);
-  std::vector<Seg> segs(rows_per_chunk);
+  std::vector<Seg> segs;
+  segs.reserve(static_cast<size_t>(rows_per_chunk));
   std::vector<T> panel(static_cast<size_t>(rows_per_chunk * p.OW * NR));
   for (int64_t r0 = row_begin; r0 < row_end; r0 += rows_per_chunk) {
     const int64_t r1 = std::min(row_end, r0 + rows_per_chunk);
@@ -919,7 +978,7 @@ void weight_grad(const T* go, Strides4 gs, const PaddedNhwc<T>& x, const ConvPar
       int lanes[NV];
       for (int v = 0; v < NV; ++v) lanes[v] = std::clamp(jvalid - v * W, 0, W);
       T* pp = panel.data();
-      int64_t nseg = 0;
+      segs.clear();
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t n = r / p.OH, oh = r % p.OH;
         const T* src = x.data + ((n * x.hp + oh * p.sh + kh * p.dh) * x.wp + kw * p.dw) * x.c + g * icg + j0;
@@ -931,13 +990,9 @@ void weight_grad(const T* go, Strides4 gs, const PaddedNhwc<T>& x, const ConvPar
             for (int v = 0; v < NV; ++v)
               S::store(pp + v * W, lanes[v] ? S::load_n(src + v * W, lanes[v]) : S::zero());
         }
-        const Seg sg{n * gs.n + oh * gs.h + g * ocg * gs.c, (r - r0) * p.OW * NR, p.OW};
-        // Rows that continue the previous one in both operands (an NCHW output gradient)
-        // extend its segment: longer runs, less loop overhead.
-        if (nseg && segs[nseg - 1].a + segs[nseg - 1].len * gs.w == sg.a && gs.w * p.OW == gs.h)
-          segs[nseg - 1].len += p.OW;
-        else
-          segs[nseg++] = sg;
+        // Rows that continue the previous one (an NCHW output gradient) extend its segment:
+        // longer runs, less loop overhead.
+        add_run(segs, {n * gs.n + oh * gs.h + g * ocg * gs.c, (r - r0) * p.OW * NR, p.OW}, gs.w);
       }
       T* gt = gw + g * ocg * wsize_o + (sh.fused ? kh * p.KW * icg : (kh * p.KW + kw) * icg) + j0;
       for (int64_t o0 = os; o0 < std::min(ocg, os + oc_super); o0 += MR) {
@@ -947,7 +1002,8 @@ void weight_grad(const T* go, Strides4 gs, const PaddedNhwc<T>& x, const ConvPar
           constexpr int M = decltype(mc)::value;
           V acc[M][NV];
           load_tile<T, M>(acc, first ? nullptr : go_t, wsize_o, lanes);
-          ukernel<T, M, false>(go + o0 * gs.c, gs.c, gs.w, panel.data(), NR, segs.data(), nseg, acc, NR);
+          ukernel<T, M, false>(go + o0 * gs.c, gs.c, gs.w, panel.data(), NR, segs.data(),
+                               static_cast<int64_t>(segs.size()), acc, NR);
           for (int rr = 0; rr < M; ++rr)
             for (int v = 0; v < NV; ++v)
               if (lanes[v]) S::store_n(go_t + rr * wsize_o + v * W, acc[rr][v], lanes[v]);
@@ -980,11 +1036,11 @@ void weight_grad_1x1(const T* go, Strides4 gs, const T* x, Strides4 xs, const Co
   const int64_t mc = std::max<int64_t>(MR, (int64_t(96) * 1024 / int64_t(sizeof(T)) / kc) / MR * MR);
   std::vector<T> panel(static_cast<size_t>(plan.slivers_per_task * kc * NR));
   std::vector<Seg> xsegs, dsegs;
-  std::vector<T> abuf(static_cast<size_t>((mc + MR) * kc));
   // Packing the output gradient pays once its rows serve enough input channels: 128 lanes
   // (measured, channels_last 64 -> 256 at 56x56 with 32-64 lanes: torch / ours 0.95 -> 0.65
   // when packed; 256 -> 64 with 128-256 lanes: 0.84 -> 0.91).
   const bool pack_a = std::min(plan.slivers_per_task, slivers) * NR >= 128;
+  std::vector<T> abuf(pack_a ? static_cast<size_t>((mc + MR) * kc) : 0);
   NextPanel<T> next;
   const bool prefetch = p.sh == 1 && p.sw == 1 && xs.w == 1 && xs.h == p.W && xs.c == p.H * p.W &&
                         xs.n == p.C * p.H * p.W;
@@ -1006,14 +1062,8 @@ void weight_grad_1x1(const T* go, Strides4 gs, const T* x, Strides4 xs, const Co
         const int64_t len = std::min(p.OW - ow, q0 + kk - q), k = q - q0;
         const int64_t xo = n * xs.n + oh * p.sh * xs.h + ow * xstep;
         const int64_t d = n * gs.n + oh * gs.h + ow * gs.w;
-        if (!xsegs.empty() && xsegs.back().a + xsegs.back().len * xstep == xo)
-          xsegs.back().len += len;
-        else
-          xsegs.push_back({xo, k, len});
-        if (!dsegs.empty() && dsegs.back().a + dsegs.back().len * gs.w == d)
-          dsegs.back().len += len;
-        else
-          dsegs.push_back({d, k * NR, len});
+        add_run(xsegs, {xo, k, len}, xstep);
+        add_run(dsegs, {d, k * NR, len}, gs.w);
         q += len;
       }
       // Input-channel sliver s of this chunk as [k][NR]. With one block of output channels
@@ -1412,6 +1462,11 @@ const ConvKernels<T>* make_table() {
       Tile<T>::MR,
       Tile<T>::NR,
       Tile<T>::MR,
+#if defined(__AVX2__)
+      std::is_same_v<T, float>,
+#else
+      false,
+#endif
       &pack_nhwc<T>,
       &unpack_nhwc<T>,
       &pack_weight<T>,
