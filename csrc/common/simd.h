@@ -80,6 +80,35 @@ struct ScalarSimd {
   static T reduce_add(V v) { return v; }
 };
 
+#if defined(__AVX2__)
+// Eight floats in a ymm register on both SIMD paths: the unit of the 8 x 8 transposes, and
+// the base of the AVX2 path's FloatSimd.
+struct Float8 {
+  using V = __m256;
+  using M = __m256;
+  static __m256i first_i(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0));
+  }
+  static V zero() { return _mm256_setzero_ps(); }
+  static V load_n(const float* p, int n) { return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, first_i(n)); }
+  static void store_n(float* p, V v, int n) {
+    if (n >= 8) _mm256_storeu_ps(p, v); else _mm256_maskstore_ps(p, first_i(n), v);
+  }
+  static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static M gt(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
+  static M is_nan(V a) { return _mm256_cmp_ps(a, a, _CMP_UNORD_Q); }
+  static M mor(M a, M b) { return _mm256_or_ps(a, b); }
+  static V blend(M m, V if_false, V if_true) { return _mm256_blendv_ps(if_false, if_true, m); }
+  // Lanes [8 h, 8 h + 8) of a full-width register.
+  static V half_of(__m256 v, int) { return v; }
+#if defined(__AVX512F__)
+  static V half_of(__m512 v, int h) {
+    return h ? _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)) : _mm512_castps512_ps256(v);
+  }
+#endif
+};
+#endif
+
 #if defined(__AVX512F__)
 
 struct FloatSimd {
@@ -229,19 +258,11 @@ struct FloatSimd {
 
 #elif defined(__AVX2__)
 
-struct FloatSimd {
-  using V = __m256;
-  using M = __m256;  // all-ones lanes where true, as AVX2 compares produce
+struct FloatSimd : Float8 {
+  // M: all-ones lanes where true, as AVX2 compares produce.
   using VI = __m256i;
   static constexpr int W = 8;
-  static __m256i first_i(int n) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0));
-  }
-  static V zero() { return _mm256_setzero_ps(); }
   static V set1(float x) { return _mm256_set1_ps(x); }
-  static V load_n(const float* p, int n) {
-    return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, first_i(n));
-  }
   static V load_strided_n(const float* p, int64_t s, int n) {
     if (s == 1) return load_n(p, n);
     if (s == 2 && n == 8) {
@@ -275,10 +296,6 @@ struct FloatSimd {
   }
   static M mandnot(M m, M not_this) { return _mm256_andnot_ps(not_this, m); }
   static M mand(M a, M b) { return _mm256_and_ps(a, b); }
-  static void store_n(float* p, V v, int n) {
-    if (n >= 8) _mm256_storeu_ps(p, v); else _mm256_maskstore_ps(p, first_i(n), v);
-  }
-  static V add(V a, V b) { return _mm256_add_ps(a, b); }
   static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
   static V div(V a, V b) { return _mm256_div_ps(a, b); }
   static V max(V a, V b) { return _mm256_max_ps(a, b); }
@@ -293,10 +310,6 @@ struct FloatSimd {
     const V half_a_r2 = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), a), _mm256_mul_ps(r, r));
     return _mm256_mul_ps(r, _mm256_sub_ps(_mm256_set1_ps(1.5f), half_a_r2));
   }
-  static M is_nan(V a) { return _mm256_cmp_ps(a, a, _CMP_UNORD_Q); }
-  static M gt(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
-  static M mor(M a, M b) { return _mm256_or_ps(a, b); }
-  static V blend(M m, V if_false, V if_true) { return _mm256_blendv_ps(if_false, if_true, m); }
   static V nan_where(M m, V a) { return _mm256_blendv_ps(a, _mm256_set1_ps(__builtin_nanf("")), m); }
   static M no_lanes() { return _mm256_setzero_ps(); }
   static VI iramp(int64_t start, int64_t step) {
@@ -410,7 +423,7 @@ inline void transpose8_regs(const __m256 (&r)[8], __m256 (&o)[8]) {
 // the following pixels' places, which their stores then overwrite; stores that would reach
 // past dst[len * c] are masked.
 inline void interleave_planes(const float* src, int64_t ss, int c, int64_t len, float* dst) {
-  const __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(c), _mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0));
+  const __m256i keep = Float8::first_i(c);
   int64_t w0 = 0;
   for (; w0 + 8 <= len; w0 += 8) {
     __m256 r[8], o[8];
@@ -424,32 +437,6 @@ inline void interleave_planes(const float* src, int64_t ss, int c, int64_t len, 
   for (; w0 < len; ++w0)
     for (int i = 0; i < c; ++i) dst[w0 * c + i] = src[i * ss + w0];
 }
-
-// Eight floats in a ymm register on both SIMD paths: the unit of the 8 x 8 transposes.
-struct Float8 {
-  using V = __m256;
-  using M = __m256;
-  static __m256i first_i(int n) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0));
-  }
-  static V zero() { return _mm256_setzero_ps(); }
-  static V load_n(const float* p, int n) { return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, first_i(n)); }
-  static void store_n(float* p, V v, int n) {
-    if (n >= 8) _mm256_storeu_ps(p, v); else _mm256_maskstore_ps(p, first_i(n), v);
-  }
-  static V add(V a, V b) { return _mm256_add_ps(a, b); }
-  static M gt(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
-  static M is_nan(V a) { return _mm256_cmp_ps(a, a, _CMP_UNORD_Q); }
-  static M mor(M a, M b) { return _mm256_or_ps(a, b); }
-  static V blend(M m, V if_false, V if_true) { return _mm256_blendv_ps(if_false, if_true, m); }
-  // Lanes [8 h, 8 h + 8) of a full-width register.
-  static V half_of(__m256 v, int) { return v; }
-#if defined(__AVX512F__)
-  static V half_of(__m512 v, int h) {
-    return h ? _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)) : _mm512_castps512_ps256(v);
-  }
-#endif
-};
 #endif
 
 // dst[j * ds + i] = src[i * ss + j] for an 8 x 8 block of floats: layout conversions

@@ -304,6 +304,17 @@ class OutputBands {
   T* base_ = nullptr;
 };
 
+// dst[n] = the transpose of src[n], a (rows x cols) matrix, for n < N (dst[n] is cols x rows),
+// a few matrices per task.
+template <class T>
+void transpose_each(const T* src, T* dst, int64_t N, int64_t rows, int64_t cols) {
+  const auto* kt = select_kernels<T>();
+  const int64_t size = rows * cols, grain = std::max<int64_t>(1, (64 << 10) / std::max<int64_t>(1, size));
+  at::parallel_for(0, N, grain, [&](int64_t b, int64_t e) {
+    for (int64_t n = b; n < e; ++n) kt->transpose(src + n * size, cols, dst + n * size, rows, rows, cols);
+  });
+}
+
 // A 4-D tensor as a contiguous NCHW / OIHW one. A channels_last one (what
 // `model.to(memory_format=torch.channels_last)` makes of every conv weight) is converted here
 // an image / filter at a time, its (pixel, channel) matrix transposed in registers: torch's
@@ -311,30 +322,19 @@ class OutputBands {
 // channels_last inference.
 at::Tensor nchw_contiguous(const at::Tensor& t) {
   if (t.is_contiguous() || t.dim() != 4 || !t.is_contiguous(at::MemoryFormat::ChannelsLast)) return t.contiguous();
-  const int64_t O = t.size(0), I = t.size(1), taps = t.size(2) * t.size(3);
   at::Tensor out = at::empty(t.sizes(), t.options());
   AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "nchw_contiguous", [&] {
-    const scalar_t* src = t.const_data_ptr<scalar_t>();
-    scalar_t* dst = out.mutable_data_ptr<scalar_t>();
-    const auto* kt = select_kernels<scalar_t>();
-    at::parallel_for(0, O, std::max<int64_t>(1, (64 << 10) / std::max<int64_t>(1, I * taps)), [&](int64_t b, int64_t e) {
-      for (int64_t o = b; o < e; ++o) kt->transpose(src + o * taps * I, I, dst + o * I * taps, taps, taps, I);
-    });
+    transpose_each<scalar_t>(t.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), t.size(0),
+                             t.size(2) * t.size(3), t.size(1));
   });
   return out;
 }
 
-// dst (channels_last) = src (contiguous NCHW, same sizes), by the same transposes.
+// dst (channels_last) = src (contiguous NCHW, same sizes).
 template <class T>
 void copy_nchw_to_channels_last(const at::Tensor& src, at::Tensor& dst) {
-  const int64_t N = src.size(0), C = src.size(1), hw = src.size(2) * src.size(3);
-  const T* s = src.const_data_ptr<T>();
-  T* d = dst.mutable_data_ptr<T>();
-  const auto* kt = select_kernels<T>();
-  const int64_t grain = std::max<int64_t>(1, (64 << 10) / std::max<int64_t>(1, C * hw));
-  at::parallel_for(0, N, grain, [&](int64_t b, int64_t e) {
-    for (int64_t n = b; n < e; ++n) kt->transpose(s + n * C * hw, hw, d + n * C * hw, C, C, hw);
-  });
+  transpose_each<T>(src.const_data_ptr<T>(), dst.mutable_data_ptr<T>(), src.size(0), src.size(1),
+                    src.size(2) * src.size(3));
 }
 
 template <class T>
@@ -517,9 +517,8 @@ void forward_into(const ConvParams& p, const at::Tensor& x, const at::Tensor& w,
   // fill the lanes better (GoogLeNet's 16-channel 5x5 input gradient: 16 of 32 lanes
   // against 28 of 32; there also for channels_last, through an NCHW result and a copy).
   const ConvAlgo forced = forced_conv_algo();
-  auto share = [](int64_t len, int64_t block) { return double(len) / double(ceil_div(len, block) * block); };
   const bool few_in = p.icg() <= 4 && p.OW >= 8;
-  const bool few_out = share(p.OW, kt->nr) > 1.25 * share(p.ocg(), kt->nr) * share(p.OW, kt->mr);
+  const bool few_out = lane_share(p.OW, kt->nr) > 1.25 * lane_share(p.ocg(), kt->nr) * lane_share(p.OW, kt->mr);
   const bool nchw_direct = forced == ConvAlgo::NchwDirect || (forced == ConvAlgo::Auto && (few_in || few_out));
   if (p.sw == 1 && nchw_direct &&
       (y.is_contiguous() || (few_out && !ep.residual && y.is_contiguous(at::MemoryFormat::ChannelsLast)))) {

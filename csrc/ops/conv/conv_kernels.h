@@ -57,6 +57,12 @@ inline int64_t wgrad_rows_per_chunk(const ConvParams& p) {
   return p.OW > 0 && p.OW < 256 ? 256 / p.OW : 1;
 }
 
+// The share of a tile axis doing useful work when `len` items are cut into blocks of `block`
+// (the kernels' choices between tile orientations).
+inline double lane_share(int64_t len, int64_t block) {
+  return len > 0 ? double(len) / double((len + block - 1) / block * block) : 0.0;
+}
+
 // The weight gradient's tile: (kw, ic) rows x output-channel lanes ("oc lanes", one group,
 // dilation 1), unless output channels x (kw, ic) lanes leaves clearly fewer lanes idle
 // (LeNet's 1 -> 6 5x5: 5 (kw, ic) pairs, 6 channels). The oc-lanes kernel broadcasts its
@@ -71,8 +77,7 @@ inline bool wgrad_oc_lanes(const ConvParams& p, int mr, int nr) {
   if (p.groups != 1 || p.dw != 1 || p.OC == 0) return false;
   const int64_t j = p.KW * p.icg(), o = p.ocg();
   if (o > 8 * nr && p.OW < 28) return false;
-  auto share = [](int64_t len, int64_t block) { return double(len) / double((len + block - 1) / block * block); };
-  return 1.1 * share(o, nr) * share(j, mr) >= share(j, nr) * share(o, mr);
+  return 1.1 * lane_share(o, nr) * lane_share(j, mr) >= lane_share(j, nr) * lane_share(o, mr);
 }
 
 // Work split of the 1x1 weight gradient (weight_grad_1x1): task = (group, block of
