@@ -160,13 +160,14 @@ template <class T, int M, bool PACK_B = false>
 __attribute__((noinline)) void ukernel_packed(const T* FASTCONV_RESTRICT a, const T* FASTCONV_RESTRICT b, int64_t k,
                                            typename Tile<T>::V (&acc)[M][Tile<T>::NV],
                                            const T* FASTCONV_RESTRICT src = nullptr, int64_t src_k = 0,
-                                           T* FASTCONV_RESTRICT panel = nullptr) {
+                                           T* FASTCONV_RESTRICT panel = nullptr, const T* pf = nullptr,
+                                           int64_t pf_stride = 0, int64_t pf_n = 0) {
   using S = typename Tile<T>::S;
   using V = typename Tile<T>::V;
   constexpr int NV = Tile<T>::NV, W = Tile<T>::W, MR = Tile<T>::MR, NR = Tile<T>::NR;
   V c[M][NV];
   copy_tile<T, M>(acc, c);
-  auto step = [&](int i) FASTCONV_ALWAYS_INLINE_LAMBDA {
+  auto step = [&](int i, auto with_pf) FASTCONV_ALWAYS_INLINE_LAMBDA {
     V bv[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
@@ -178,19 +179,49 @@ __attribute__((noinline)) void ukernel_packed(const T* FASTCONV_RESTRICT a, cons
       }
     }
     fma_step<T, M>(c, a + i * MR, 1, bv);
+    if constexpr (decltype(with_pf)::value) {  // one line of the next panel per step (see PrefetchRuns)
+      __builtin_prefetch(pf, 0, 2);
+      pf += pf_stride;
+    }
   };
-  // The barriers keep the steps apart, as in ukernel.
-  for (; k >= 4; k -= 4, a += 4 * MR, b += 4 * NR, src += 4 * src_k, panel += 4 * NR) {
-    step(0);
+  // The steps that prefetch and those that do not are separate loops: a test in the step
+  // let GCC hoist the broadcasts across it and spill accumulators to the stack. The barriers
+  // keep the steps apart, as in ukernel.
+  int64_t k_pf = pf ? std::min(k, pf_n) : 0;
+  k -= k_pf;
+  constexpr std::true_type yes{};
+  constexpr std::false_type no{};
+  for (; k_pf >= 4; k_pf -= 4, a += 4 * MR, b += 4 * NR, src += 4 * src_k, panel += 4 * NR) {
+    step(0, yes);
     asm volatile("" ::: "memory");
-    step(1);
+    step(1, yes);
     asm volatile("" ::: "memory");
-    step(2);
+    step(2, yes);
     asm volatile("" ::: "memory");
-    step(3);
+    step(3, yes);
   }
-  for (; k > 0; --k, a += MR, b += NR, src += src_k, panel += NR) step(0);
+  for (; k_pf > 0; --k_pf, a += MR, b += NR, src += src_k, panel += NR) step(0, yes);
+  for (; k >= 4; k -= 4, a += 4 * MR, b += 4 * NR, src += 4 * src_k, panel += 4 * NR) {
+    step(0, no);
+    asm volatile("" ::: "memory");
+    step(1, no);
+    asm volatile("" ::: "memory");
+    step(2, no);
+    asm volatile("" ::: "memory");
+    step(3, no);
+  }
+  for (; k > 0; --k, a += MR, b += NR, src += src_k, panel += NR) step(0, no);
   copy_tile<T, M>(c, acc);
+}
+
+// Asks for the lines of a tile's output rows (M rows, row_stride apart) before the
+// microkernel computes it: stored cold at its end, the tile's writes waited on their lines
+// and filled the store buffer (perf: ~40% of the 1x1 epilogue on the first store after it;
+// same process, 1 thread, NCHW 64 -> 256 at 56x56: torch / ours 0.95-1.02 -> 1.09-1.14).
+template <class T, int M>
+FASTCONV_ALWAYS_INLINE void prefetch_tile(const T* y, int64_t row_stride) {
+  for (int r = 0; r < M; ++r)
+    for (int v = 0; v < Tile<T>::NV; ++v) __builtin_prefetch(y + r * row_stride + v * Tile<T>::W, 1, 2);
 }
 
 // The lanes of each of a tile's vectors that hold the first `valid` of its NR columns.
@@ -527,50 +558,74 @@ struct TilePieces {
   size_t begin = 0, end = 0;
 };
 
-// Prefetches into L2 the input lines of the next chunk's panel, a share per microkernel call:
-// the NCHW panel copy reads icg channel planes at once (hundreds of short streams the hardware
-// prefetcher does not follow), and it waited on DRAM for ~25% of a 56x56 layer's time.
+// Lines to prefetch into L2 while the current chunk computes: runs of `n` addresses `stride`
+// elements apart. The 1x1 GEMMs hand a run to each packed microkernel call, which issues one
+// per reduction step among its FMAs; issued in bursts between calls, they stalled on full
+// fill buffers (perf: ~10% of the NCHW 256 -> 64 forward on one prefetch instruction).
 template <class T>
-struct NextPanel {
+struct PrefetchRuns {
   struct Run {
-    const T* src;
-    int64_t len;
+    const T* p;
+    int64_t stride, n;
   };
   std::vector<Run> runs;
-  int64_t planes = 0, plane = 0, lines = 0;
+  int64_t lines = 0;
   size_t ri = 0;
-  int64_t k = 0, off = 0;
+  int64_t done = 0;
+  void clear() {
+    runs.clear();
+    lines = done = 0;
+    ri = 0;
+  }
+  void add(const T* p, int64_t stride, int64_t n) {
+    if (n <= 0) return;
+    runs.push_back({p, stride, n});
+    lines += n;
+  }
+  // The first lines of the full lines of [p, p + len): its 64-byte lines from the one holding p.
+  static void span(const T* p, int64_t len, const T*& first, int64_t& count) {
+    const auto a = reinterpret_cast<uintptr_t>(p), e = reinterpret_cast<uintptr_t>(p + len);
+    first = reinterpret_cast<const T*>(a & ~uintptr_t(63));
+    count = static_cast<int64_t>((e - (a & ~uintptr_t(63)) + 63) / 64);
+  }
+  // Up to `most` addresses, all from one run.
+  Run take(int64_t most) {
+    if (ri == runs.size() || most <= 0) return {nullptr, 0, 0};
+    const Run& r = runs[ri];
+    const Run out{r.p + done * r.stride, r.stride, std::min(most, r.n - done)};
+    done += out.n;
+    if (done == r.n) {
+      ++ri;
+      done = 0;
+    }
+    return out;
+  }
+  void issue(int64_t count) {
+    while (count > 0) {
+      const Run r = take(count);
+      if (r.n == 0) return;
+      for (int64_t i = 0; i < r.n; ++i) __builtin_prefetch(r.p + i * r.stride, 0, 2);
+      count -= r.n;
+    }
+  }
+};
+
+// The NCHW panel copy reads icg channel planes at once (hundreds of short streams the
+// hardware prefetcher does not follow); it waited on DRAM for ~25% of a 56x56 layer's time.
+// Runs: one per line of the chunk's pixels, down the channel planes.
+template <class T>
+struct NextPanel : PrefetchRuns<T> {
   // The panel of pixels [q0, q1) of group g, input channels [k0, k0 + kc).
   void reset(const T* x, const ConvParams& p, int64_t g, int64_t q0, int64_t q1, int64_t k0, int64_t kc) {
     const int64_t hw = p.H * p.W;
-    runs.clear();
-    ri = 0;
-    k = off = lines = 0;
-    planes = kc;
-    plane = hw;
+    this->clear();
     for (int64_t q = q0; q < q1;) {
       const int64_t n = q / hw, pp = q % hw, len = std::min(hw - pp, q1 - q);
-      runs.push_back({x + (n * p.C + g * p.icg() + k0) * hw + pp, len});
-      lines += planes * ((len * int64_t(sizeof(T)) + 63) / 64 + 1);
+      const T* first;
+      int64_t count;
+      this->span(x + (n * p.C + g * p.icg() + k0) * hw + pp, len, first, count);
+      for (int64_t j = 0; j < count; ++j) this->add(first + j * (64 / sizeof(T)), hw, kc);
       q += len;
-    }
-  }
-  void clear() {
-    runs.clear();
-    lines = 0;
-  }
-  void issue(int64_t count) {
-    constexpr int64_t step = 64 / sizeof(T);
-    for (; count > 0 && ri < runs.size(); --count) {
-      __builtin_prefetch(runs[ri].src + k * plane + off, 0, 2);
-      off += step;
-      if (off >= runs[ri].len + step) {
-        off = 0;
-        if (++k == planes) {
-          k = 0;
-          ++ri;
-        }
-      }
     }
   }
 };
@@ -635,13 +690,16 @@ void forward_1x1_nchw(const T* x, const T* wpack, const ConvParams& p, int64_t c
           for (int64_t j = 0; j < pc.len; ++j) dst[k * NR + j] = src[k * hw + j];
       }
       aim_next(next, x, p, chunk, t, task_end, q0, q1, k0, kk, kc);
-      const int64_t per_call = next.lines / std::max<int64_t>(1, nblk * ntiles) + 1;
+      // The calls that pack their tile (the first block's) already wait on its lines; the
+      // others issue the next panel's prefetches.
+      const int64_t pf_calls = (nblk > 1 ? nblk - 1 : 1) * ntiles;
+      const int64_t per_call = (next.lines + pf_calls - 1) / pf_calls;
       for (int64_t blk = 0; blk < nblk; ++blk) {
         const int64_t oc0 = g * ocg + blk * MR;
         const int m = static_cast<int>(std::min<int64_t>(MR, ocg - blk * MR));
         const T* wb = wpack + (g * nblk + blk) * icg * MR + k0 * MR;
         for (int64_t ti = 0; ti < ntiles; ++ti) {
-          next.issue(per_call);
+          const auto pf = next.take(nblk > 1 && blk == 0 ? 0 : std::min(kk, per_call));
           const size_t pb = spans[ti].begin, pe = spans[ti].end;
           const bool whole = pe - pb == 1 && pieces[pb].lane == 0;
           const int64_t whole_off = (pieces[pb].n * p.OC + oc0) * hw + pieces[pb].p;
@@ -666,11 +724,12 @@ void forward_1x1_nchw(const T* x, const T* wpack, const ConvParams& p, int64_t c
               for (int r = 0; r < M; ++r)
                 for (int v = 0; v < NV; ++v) acc[r][v] = S::load(&tmp[r][v * W]);
             }
+            if (whole) prefetch_tile<T, M>(y + whole_off, hw);
             if (blk == 0 && whole && pieces[pb].len == NR)
               ukernel_packed<T, M, true>(wb, nullptr, kk, acc, x + (pieces[pb].n * p.C + g * icg + k0) * hw + pieces[pb].p,
-                                         hw, panel.data() + ti * kk * NR);
+                                         hw, panel.data() + ti * kk * NR, pf.p, pf.stride, pf.n);
             else
-              ukernel_packed<T, M>(wb, panel.data() + ti * kk * NR, kk, acc);
+              ukernel_packed<T, M>(wb, panel.data() + ti * kk * NR, kk, acc, nullptr, 0, nullptr, pf.p, pf.stride, pf.n);
             if (whole) {
               store_channels_by_pixels<T, M>(acc, e, oc0, static_cast<int>(pieces[pb].len), y + whole_off, hw,
                                              e.residual ? e.residual + whole_off : nullptr);
@@ -701,28 +760,17 @@ void forward_1x1_nchw(const T* x, const T* wpack, const ConvParams& p, int64_t c
 // channels. Without it the panel packing waited on DRAM for most of its time (AVX-512,
 // 256 -> 64 at 56x56: a quarter of the layer).
 template <class T>
-struct NextRows {
-  const char* base = nullptr;
-  int64_t stride = 0, row_lines = 0, lines = 0, at = 0;
+struct NextRows : PrefetchRuns<T> {
   void reset(const T* x, const ConvParams& p, int64_t g, int64_t q0, int64_t q1, int64_t k0, int64_t kc) {
-    const T* first = x + q0 * p.C + g * p.icg() + k0;
-    const int64_t rows = q1 - q0;
-    stride = p.C * int64_t(sizeof(T));
-    at = 0;
+    this->clear();
+    const T* first;
+    int64_t count;
     if (kc == p.C) {  // one contiguous run
-      row_lines = 0;
-      lines = (rows * stride + 63) / 64 + 1;
-    } else {
-      row_lines = (kc * int64_t(sizeof(T)) + 63) / 64 + 1;
-      lines = rows * row_lines;
-    }
-    base = reinterpret_cast<const char*>(first);
-  }
-  void clear() { lines = at = 0; }
-  void issue(int64_t count) {
-    for (; count > 0 && at < lines; --count, ++at) {
-      const char* a = row_lines ? base + at / row_lines * stride + at % row_lines * 64 : base + at * 64;
-      __builtin_prefetch(a, 0, 2);
+      this->span(x + q0 * p.C, (q1 - q0) * p.C, first, count);
+      this->add(first, 64 / sizeof(T), count);
+    } else {  // one run per line of a row, down the rows
+      this->span(x + q0 * p.C + g * p.icg() + k0, kc, first, count);
+      for (int64_t j = 0; j < count; ++j) this->add(first + j * (64 / sizeof(T)), p.C, q1 - q0);
     }
   }
 };
@@ -756,7 +804,7 @@ void forward_1x1_nhwc(const T* x, const T* wpack, const ConvParams& p, int64_t c
         pack_rows_to_panel(x + qa * p.C + g * icg + k0, p.C, m, kk, dst, MR);
       }
       aim_next(next, x, p, chunk, t, task_end, q0, q1, k0, kk, kc);
-      const int64_t per_call = next.lines / std::max<int64_t>(1, nblk * ntiles) + 1;
+      const int64_t per_call = (next.lines + nblk * ntiles - 1) / (nblk * ntiles);
       for (int64_t blk = 0; blk < nblk; ++blk) {
         const int64_t oc0 = g * ocg + blk * NR;
         const int nvalid = static_cast<int>(std::min<int64_t>(NR, ocg - blk * NR));
@@ -767,12 +815,13 @@ void forward_1x1_nhwc(const T* x, const T* wpack, const ConvParams& p, int64_t c
           const int64_t qa = q0 + ti * MR;
           const int m = static_cast<int>(std::min<int64_t>(MR, q1 - qa));
           T* yt = y + qa * p.OC + oc0;
-          next.issue(per_call);
+          const auto pf = next.take(std::min(kk, per_call));
           with_rows<1, MR>(m, [&](auto mc) {
             constexpr int M = decltype(mc)::value;
             V acc[M][NV];
+            prefetch_tile<T, M>(yt, p.OC);
             load_tile<T, M>(acc, first ? nullptr : yt, p.OC, lanes);
-            ukernel_packed<T, M>(panel.data() + ti * kk * MR, wb, kk, acc);
+            ukernel_packed<T, M>(panel.data() + ti * kk * MR, wb, kk, acc, nullptr, 0, nullptr, pf.p, pf.stride, pf.n);
             store_pixels_by_channels<T, M>(acc, e, oc0, nvalid, yt, ys,
                                            e.residual ? e.residual + qa * p.OC + oc0 : nullptr);
           });
@@ -1107,7 +1156,7 @@ void weight_grad_1x1(const T* go, Strides4 gs, const T* x, Strides4 xs, const Co
       if (prefetch && q0 + kc < total)
         next.reset(x, p, g, q0 + kc, std::min(total, q0 + 2 * kc), jb0 * NR, std::min(nb * NR, icg - jb0 * NR));
       else
-        next.runs.clear();
+        next.clear();
       const int64_t per_call = next.lines / std::max<int64_t>(1, nb * ((o_end - o_begin + MR - 1) / MR)) + 1;
       const bool first = q0 == 0;
       for (int64_t m0 = o_begin; m0 < o_end; m0 += mc) {
