@@ -424,6 +424,80 @@ def test_winograd_error_is_measured():
     assert f4 < 3e-5, (direct, f4)
 
 
+def _weight_grad(x, w, go, pad):
+    return torch.ops.fastconv.conv2d_backward(go, x, w, [1, 1], [pad] * 4, [1, 1], 1, [False, True, False])[1]
+
+
+def _torch_weight_grad(x, w, go, pad):
+    return torch.ops.aten.convolution_backward(go, x, w, None, [1, 1], [pad, pad], [1, 1], False, [0, 0], 1,
+                                               [False, True, False])[1]
+
+
+@pytest.mark.parametrize("shape", [
+    # (N, C, OC, H, W, padding). The Winograd weight gradient sums 2x2 output tiles; odd
+    # sizes leave half tiles at the bottom / right, channel counts off the vector width leave
+    # lane tails, and 2 x 48 x 48 (1152 tiles) runs in several chunks summed into one buffer.
+    (2, 16, 16, 8, 8, 1),
+    (3, 33, 17, 11, 13, 1),
+    (3, 20, 70, 9, 7, 0),      # auto picks Winograd here (>= 64 output channels, 36 tiles)
+    (1, 17, 16, 6, 5, 2),
+    (2, 16, 16, 48, 48, 1),
+])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("algo", ["auto", "winograd"])
+def test_winograd_weight_gradient(cpu_capability, shape, layout, algo):
+    n, c, oc, h, wd, pad = shape
+    x = _layout(torch.randn(n, c, h, wd, dtype=torch.float64), layout)
+    w = torch.randn(oc, c, 3, 3, dtype=torch.float64)
+    go = _layout(torch.randn(n, oc, h + 2 * pad - 2, wd + 2 * pad - 2, dtype=torch.float64), layout)
+    x_before, go_before = x.clone(), go.clone()
+    with forced(fastconv.conv_algo, fastconv.set_conv_algo, algo):
+        gw = _weight_grad(x, w, go, pad)
+    torch.testing.assert_close(gw, _torch_weight_grad(x, w, go, pad), atol=1e-10, rtol=1e-10)
+    assert torch.equal(x, x_before) and torch.equal(go, go_before)
+
+
+def test_winograd_weight_gradient_error_and_threads():
+    """float32, VGG-like: the Winograd weight gradient's error stays within 2x of the direct
+    kernel's (both against float64), and its sums do not depend on the thread count."""
+    x = torch.randn(2, 128, 20, 20)
+    w = torch.randn(64, 128, 3, 3)
+    go = torch.randn(2, 64, 20, 20)
+    exact = _torch_weight_grad(x.double(), w.double(), go.double(), 1)
+
+    def rel(algo):
+        with forced(fastconv.conv_algo, fastconv.set_conv_algo, algo):
+            return ((_weight_grad(x, w, go, 1).double() - exact).abs().max() / exact.abs().max()).item()
+
+    direct, wino = rel("direct"), rel("winograd")
+    assert direct < 1e-5
+    assert wino < 2 * direct + 1e-7, (direct, wino)
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for t in (1, 2, 3):
+            torch.set_num_threads(t)
+            results.append(_weight_grad(x, w, go, 1))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(results[0], r) for r in results[1:])
+
+
+def test_winograd_weight_gradient_keeps_inf():
+    """An Inf in the input takes the direct weight gradient, whose sums stay Inf where
+    torch's do (the Winograd tile would mix it into NaN)."""
+    x = torch.rand(2, 16, 10, 10)
+    x[0, 3, 4, 5] = float("inf")
+    w = torch.randn(64, 16, 3, 3)
+    go = torch.rand(2, 64, 10, 10)
+    with forced(fastconv.conv_algo, fastconv.set_conv_algo, "winograd"):
+        gw = _weight_grad(x, w, go, 1)
+    ref = _torch_weight_grad(x, w, go, 1)
+    assert torch.equal(torch.isinf(gw), torch.isinf(ref)) and not torch.isnan(gw).any()
+    finite = torch.isfinite(ref)
+    torch.testing.assert_close(gw[finite], ref[finite], atol=1e-4, rtol=1e-4)
+
+
 def test_conv_algo_switch_is_validated():
     with pytest.raises(ValueError, match="conv algorithm must be one of"):
         fastconv.set_conv_algo("winograd4x4")

@@ -721,6 +721,83 @@ Wgrad1x1Plan wgrad_1x1_plan(const ConvParams& p, int64_t nr) {
   return plan;
 }
 
+// The weight gradient by F(2x2, 3x3)'s dual tile where the forward would run F(2x2, 3x3)
+// (auto, or winograd forced), both tensors finite: the tile's transforms mix its values, so
+// an Inf would spread NaN into sums that a direct weight gradient keeps Inf. Under auto, not
+// below 64 output channels: DenseNet's 128 -> 32 ran ~5% slower than the direct kernel
+// (mr-row blocks of 14 + 14 + 4, and transforms heavy next to a 32-row GEMM).
+template <class T>
+bool use_wgrad_winograd(const ConvParams& p, const at::Tensor& go, const at::Tensor& x) {
+  if (winograd_m(p) != 2 || (forced_conv_algo() == ConvAlgo::Auto && p.OC < 64)) return false;
+  return all_finite<T>(x) && all_finite<T>(go);
+}
+
+// gw (OC, 3, 3, C) = G^T [ sum over the 2x2 output tiles of (A dY A^T) .* (B^T d B) ] G, the
+// products summed a chunk of tiles at a time into mw (16 x OC x C), which stays put while the
+// chunks stream past: each of its values gets ~count multiply-adds per chunk.
+template <class T>
+void winograd_weight_grad(const ConvParams& p, const at::Tensor& go, const at::Tensor& x, at::Tensor& gw) {
+  const auto* kt = select_kernels<T>();
+  constexpr int m = 2;
+  const int64_t a2 = 16;
+  const int64_t th = winograd_tiles(p.OH, m), tw = winograd_tiles(p.OW, m), total = p.N * th * tw;
+  PaddedBands<T> xb(kt, x, p.pt, th * m + 2 - p.H - p.pt, p.pl, tw * m + 2 - p.W - p.pl);
+  // Chunks of whole rows of tiles. Each chunk reads and writes all of mw: where mw fits in
+  // L2 next to them, the chunk's transformed tiles (v, vg) are sized to stay there as well;
+  // a larger mw needs >= 256 tiles per chunk to amortise its trip through L3.
+  const int64_t cp = ceil_div(p.C, kt->nr) * kt->nr;
+  const int64_t tile_bytes = a2 * std::max<int64_t>(1, p.C + p.OC) * int64_t(sizeof(T));
+  const int64_t mw_bytes = a2 * p.OC * cp * int64_t(sizeof(T));
+  const int64_t l2 = int64_t(1) << 20;  // 0.5 MB and 1.5 MB were slower (DenseNet, Inception 3x3)
+  int64_t chunk = mw_bytes <= l2 ? std::max<int64_t>(kt->mr, l2 / tile_bytes)
+                                 : std::max<int64_t>(256, 16 * band_bytes() / tile_bytes);
+  chunk = std::min(total, std::max<int64_t>(1, chunk / tw) * tw);
+  const int64_t gemm_tasks = a2 * ceil_div(p.C, kt->nr) * ceil_div(p.OC, kt->mr);
+  at::Tensor v = at::empty({a2 * chunk * p.C + kt->nr}, x.options());
+  at::Tensor vg = at::empty({a2 * chunk * p.OC}, x.options());
+  at::Tensor mw = at::empty({a2 * p.OC * cp}, x.options());
+  T* vs = v.mutable_data_ptr<T>();
+  // The GEMM's last lanes read past the input channels (into mw's padding); past the buffer
+  // they find zeros rather than whatever the allocator left.
+  std::fill(vs + a2 * chunk * p.C, vs + a2 * chunk * p.C + kt->nr, T(0));
+  T* vgs = vg.mutable_data_ptr<T>();
+  T* ms = mw.mutable_data_ptr<T>();
+  // An NCHW output gradient goes to channels_last a chunk's rows at a time.
+  const bool go_cl = go.size(1) == 1 || go.stride(1) == 1;
+  const int64_t ohw = p.OH * p.OW, images = std::min(p.N, ceil_div(chunk, th * tw) + 1);
+  at::Tensor gbuf = go_cl ? at::Tensor() : at::empty({images * ohw * p.OC}, go.options());
+  const Strides4 gst = go_cl ? strides_of(go) : Strides4{ohw * p.OC, 1, p.OW * p.OC, p.OC};
+  for (int64_t first = 0; first < total; first += chunk) {
+    const int64_t count = std::min(chunk, total - first);
+    const int64_t last = first + count - 1;
+    const int64_t n0 = first / (th * tw), t0 = first / tw % th, n1 = last / (th * tw), t1 = last / tw % th;
+    const PaddedNhwc<T>& xp = xb.rows(n0 * xb.hp() + t0 * m, n1 * xb.hp() + t1 * m + m + 2);
+    const T* gs = go.const_data_ptr<T>();
+    int64_t gn0 = 0;
+    if (!go_cl) {
+      for (int64_t n = n0; n <= n1; ++n) {
+        const int64_t lo = (n == n0 ? t0 * m : 0) * p.OW, hi = std::min(p.OH, n == n1 ? t1 * m + m : p.OH) * p.OW;
+        const T* src = gs + n * p.OC * ohw;
+        T* dst = gbuf.mutable_data_ptr<T>() + (n - n0) * ohw * p.OC;
+        at::parallel_for(lo, hi, 256, [&](int64_t b, int64_t e) {
+          kt->transpose(src + b, ohw, dst + b * p.OC, p.OC, p.OC, e - b);
+        });
+      }
+      gs = gbuf.const_data_ptr<T>();
+      gn0 = n0;
+    }
+    at::parallel_for(0, count, 8, [&](int64_t b, int64_t e) { kt->winograd_input(xp, p, m, first, count, vs, b, e); });
+    at::parallel_for(0, count, 8, [&](int64_t b, int64_t e) {
+      kt->winograd_wgrad_go(gs, gst, gn0, p, first, count, vgs, b, e);
+    });
+    at::parallel_for(0, gemm_tasks, 1, [&](int64_t b, int64_t e) {
+      kt->winograd_wgrad_gemm(vgs, vs, p, count, first == 0, ms, b, e);
+    });
+  }
+  T* out = gw.mutable_data_ptr<T>();
+  at::parallel_for(0, p.OC, 1, [&](int64_t b, int64_t e) { kt->winograd_wgrad_output(ms, p, out, b, e); });
+}
+
 template <class T>
 void weight_and_bias_grad(const ConvParams& p, const at::Tensor& go, const at::Tensor& x, at::Tensor* gw,
                           at::Tensor* gb) {
@@ -735,6 +812,8 @@ void weight_and_bias_grad(const ConvParams& p, const at::Tensor& go, const at::T
     at::parallel_for(0, plan.tasks(p), 1, [&](int64_t b, int64_t e) {
       kt->weight_grad_1x1(gs, gst, xs, xst, p, plan, out, b, e);
     });
+  } else if (gw && use_wgrad_winograd<T>(p, go, x)) {
+    winograd_weight_grad<T>(p, go, x, *gw);
   } else if (gw) {
     // Bands of output rows (n, oh) starting at multiples of the kernel's reduction chunk, so
     // the sums are those of one pass over all rows, bit for bit.

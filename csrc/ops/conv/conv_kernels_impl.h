@@ -1505,6 +1505,92 @@ void winograd_output(const T* mm, const ConvParams& p, int m, int64_t first, int
   else winograd_output_m<T, 2>(mm, p, first, count, ep, y, ys, b, e);
 }
 
+// ---- weight gradient by Winograd F(2x2, 3x3) ------------------------------------------
+// The forward tile run backwards: a 4x4 input tile and the 2x2 output-gradient tile it served
+// give the 3x3 weight gradient through the same 16 points (Lavin & Gray's F(3x3, 2x2)), 16
+// multiplies per tile and channel pair where the direct sum takes 36.
+
+template <class T>
+void winograd_wgrad_go(const T* go, Strides4 gs, int64_t n0, const ConvParams& p, int64_t first, int64_t count,
+                       T* vg, int64_t t_begin, int64_t t_end) {
+  using S = typename Tile<T>::S;
+  using V = typename Tile<T>::V;
+  using WG = Winograd<2>;
+  constexpr int W = Tile<T>::W;
+  const int64_t tw_n = winograd_tiles(p.OW, 2), th_n = winograd_tiles(p.OH, 2);
+  for (int64_t t = t_begin; t < t_end; ++t) {
+    const int64_t g = first + t;
+    const int64_t tw = g % tw_n, th = (g / tw_n) % th_n, n = g / (tw_n * th_n);
+    const T* base = go + (n - n0) * gs.n + th * 2 * gs.h + tw * 2 * gs.w;
+    const bool down = th * 2 + 1 < p.OH, right = tw * 2 + 1 < p.OW;  // the tile's second row / column exist
+    for (int64_t oc0 = 0; oc0 < p.OC; oc0 += W) {
+      const int lanes = static_cast<int>(std::min<int64_t>(W, p.OC - oc0));
+      V d[2][2], o[4][4];
+      d[0][0] = S::load_n(base + oc0, lanes);
+      d[0][1] = right ? S::load_n(base + gs.w + oc0, lanes) : S::zero();
+      d[1][0] = down ? S::load_n(base + gs.h + oc0, lanes) : S::zero();
+      d[1][1] = down && right ? S::load_n(base + gs.h + gs.w + oc0, lanes) : S::zero();
+      sandwich<S, 4, 2>(WG::ATT, d, o);
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i)
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; ++j) S::store_n(vg + ((i * 4 + j) * count + t) * p.OC + oc0, o[i][j], lanes);
+    }
+  }
+}
+
+template <class T>
+void winograd_wgrad_gemm(const T* vg, const T* v, const ConvParams& p, int64_t count, bool first_chunk, T* mw,
+                         int64_t task_begin, int64_t task_end) {
+  using S = typename Tile<T>::S;
+  using V = typename Tile<T>::V;
+  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR, NV = Tile<T>::NV, W = Tile<T>::W;
+  const int64_t C = p.C, OC = p.OC, cblocks = (C + NR - 1) / NR, cp = cblocks * NR, oblocks = (OC + MR - 1) / MR;
+  const Seg seg{0, 0, count};
+  for (int64_t task = task_begin; task < task_end; ++task) {
+    const int64_t ob = task % oblocks, cb = task / oblocks % cblocks, xi = task / oblocks / cblocks;
+    const int64_t oc0 = ob * MR;
+    // A[r][k] = vg[xi][k][oc0 + r] (rows adjacent), B[k][lane] = v[xi][k][cb * NR + lane]; the
+    // lanes past C read the next tile's channels (or the buffer's tail) and land in mw's
+    // padding columns, which nothing reads.
+    const T* a = vg + xi * count * OC + oc0;
+    const T* b = v + xi * count * C + cb * NR;
+    T* out = mw + (xi * OC + oc0) * cp + cb * NR;
+    with_rows<1, MR>(static_cast<int>(std::min<int64_t>(MR, OC - oc0)), [&](auto mc) {
+      constexpr int R = decltype(mc)::value;
+      V acc[R][NV];
+      for (int r = 0; r < R; ++r)
+        for (int vv = 0; vv < NV; ++vv) acc[r][vv] = first_chunk ? S::zero() : S::load(out + r * cp + vv * W);
+      ukernel<T, R, false, true>(a, 1, OC, b, C, &seg, 1, acc, NR);
+      for (int r = 0; r < R; ++r)
+        for (int vv = 0; vv < NV; ++vv) S::store(out + r * cp + vv * W, acc[r][vv]);
+    });
+  }
+}
+
+template <class T>
+void winograd_wgrad_output(const T* mw, const ConvParams& p, T* gw, int64_t oc_begin, int64_t oc_end) {
+  using S = typename Tile<T>::S;
+  using V = typename Tile<T>::V;
+  using WG = Winograd<2>;
+  constexpr int W = Tile<T>::W, NR = Tile<T>::NR;
+  const int64_t C = p.C, cp = (C + NR - 1) / NR * NR;
+  for (int64_t oc = oc_begin; oc < oc_end; ++oc)
+    for (int64_t c0 = 0; c0 < C; c0 += W) {
+      const int lanes = static_cast<int>(std::min<int64_t>(W, C - c0));
+      V m[4][4], o[3][3];
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i)
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; ++j) m[i][j] = S::load(mw + ((i * 4 + j) * p.OC + oc) * cp + c0);
+      sandwich<S, 3, 4>(WG::GT, m, o);
+#pragma GCC unroll 3
+      for (int kh = 0; kh < 3; ++kh)
+#pragma GCC unroll 3
+        for (int kw = 0; kw < 3; ++kw) S::store_n(gw + ((oc * 3 + kh) * 3 + kw) * C + c0, o[kh][kw], lanes);
+    }
+}
+
 template <class T>
 const ConvKernels<T>* make_table() {
   static const ConvKernels<T> table = {
@@ -1533,6 +1619,9 @@ const ConvKernels<T>* make_table() {
       &winograd_input<T>,
       &winograd_gemm<T>,
       &winograd_output<T>,
+      &winograd_wgrad_go<T>,
+      &winograd_wgrad_gemm<T>,
+      &winograd_wgrad_output<T>,
   };
   return &table;
 }

@@ -23,6 +23,10 @@ struct Winograd<2> {
   static constexpr double BT[4][4] = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}};
   static constexpr double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
   static constexpr double AT[2][4] = {{1, 1, 1, 0}, {0, 1, -1, -1}};
+  // The weight gradient's transforms (the dual tile, F(3x3, 2x2)): the output gradient's 2x2
+  // tile goes in through A = AT^T, the summed products come out through G^T.
+  static constexpr double ATT[4][2] = {{1, 0}, {1, 1}, {1, -1}, {0, -1}};
+  static constexpr double GT[3][4] = {{1, 0.5, 0.5, 0}, {0, 0.5, -0.5, 0}, {0, 0.5, 0.5, 1}};
 };
 
 template <>
