@@ -10,6 +10,8 @@
 //            output channels and at least 32 2x2 output tiles over the batch (2.25x fewer
 //            multiplies; error at the direct path's level).
 //            winograd4 = F(4x4, 3x3) only when forced (larger float32 error).
+//            Their weight gradient runs F(2x2, 3x3)'s dual tile under auto from 64 output
+//            channels (winograd_weight_grad).
 //   nchw     few input channels (<= 4 per group), stride 1 along W, NCHW in and out: direct
 //            convolution with output pixels in the lanes (LeNet's first layer).
 //   direct   everything else: NHWC-orientation direct convolution reading the input as
