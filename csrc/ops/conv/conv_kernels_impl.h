@@ -184,9 +184,10 @@ __attribute__((noinline)) void ukernel_packed(const T* FASTCONV_RESTRICT a, cons
       pf += pf_stride;
     }
   };
-  // The steps that prefetch and those that do not are separate loops: a test in the step
-  // let GCC hoist the broadcasts across it and spill accumulators to the stack. The barriers
-  // keep the steps apart, as in ukernel.
+  // The steps that prefetch and those that do not are separate loops, written out twice: a
+  // test in the step let GCC hoist the broadcasts across it and spill accumulators to the
+  // stack, and so did a lambda holding the loops or the four steps (GCC 12; checked in the
+  // disassembly). The barriers keep the steps apart, as in ukernel.
   int64_t k_pf = pf ? std::min(k, pf_n) : 0;
   k -= k_pf;
   constexpr std::true_type yes{};
