@@ -442,6 +442,7 @@ def _torch_weight_grad(x, w, go, pad):
     (3, 20, 70, 9, 7, 0),      # auto picks Winograd here (>= 64 output channels, 36 tiles)
     (1, 17, 16, 6, 5, 2),
     (2, 16, 16, 48, 48, 1),
+    (1, 300, 150, 8, 8, 1),    # 150 output channels in 4 MB slices of the sum buffer
 ])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("algo", ["auto", "winograd"])

@@ -746,60 +746,73 @@ void winograd_weight_grad(const ConvParams& p, const at::Tensor& go, const at::T
   const int64_t a2 = 16;
   const int64_t th = winograd_tiles(p.OH, m), tw = winograd_tiles(p.OW, m), total = p.N * th * tw;
   PaddedBands<T> xb(kt, x, p.pt, th * m + 2 - p.H - p.pt, p.pl, tw * m + 2 - p.W - p.pl);
-  // Chunks of whole rows of tiles. Each chunk reads and writes all of mw: where mw fits in
-  // L2 next to them, the chunk's transformed tiles (v, vg) are sized to stay there as well;
-  // a larger mw needs >= 256 tiles per chunk to amortise its trip through L3.
+  // Slices of output channels whose sum buffer mw (16 x slice x C) stays within 4 MB, each
+  // slice transforming the input again (adds only, against the GEMM's 16 x slice
+  // multiply-adds per tile and input channel). VGG conv5 (512 -> 512) kept a 16.8 MB mw and
+  // peaked at 52 MB where torch takes 27; with 4 MB slices it is as fast as unsliced or
+  // faster (1, 2 MB slices: 20-30% slower at 256-512 channels).
   const int64_t cp = ceil_div(p.C, kt->nr) * kt->nr;
-  const int64_t tile_bytes = a2 * std::max<int64_t>(1, p.C + p.OC) * int64_t(sizeof(T));
-  const int64_t mw_bytes = a2 * p.OC * cp * int64_t(sizeof(T));
-  const int64_t l2 = int64_t(1) << 20;  // 0.5 MB and 1.5 MB were slower (DenseNet, Inception 3x3)
-  int64_t chunk = mw_bytes <= l2 ? std::max<int64_t>(kt->mr, l2 / tile_bytes)
-                                 : std::max<int64_t>(256, 16 * band_bytes() / tile_bytes);
+  const int64_t budget = int64_t(4) << 20;
+  const int64_t per_oc = a2 * cp * int64_t(sizeof(T));
+  const int64_t slices = ceil_div(p.OC * per_oc, budget);
+  const int64_t slice = std::min(p.OC, ceil_div(ceil_div(p.OC, slices), kt->mr) * kt->mr);
+  // Chunks of whole rows of tiles. Each chunk reads and writes all of mw: where mw fits in
+  // L2 next to them, the chunk's transformed tiles (v, vg) are sized to stay there as well
+  // (1 MB; 0.5 and 1.5 MB were slower for DenseNet and Inception's 3x3); a larger mw takes
+  // 4 MB of them (8 MB ran no faster at 256-512 channels, 2 MB up to 15% slower).
+  const int64_t tile_bytes = a2 * std::max<int64_t>(1, p.C + slice) * int64_t(sizeof(T));
+  const int64_t l2 = int64_t(1) << 20;
+  int64_t chunk = std::max<int64_t>(kt->mr, (slice * per_oc <= l2 ? l2 : 4 * l2) / tile_bytes);
   chunk = std::min(total, std::max<int64_t>(1, chunk / tw) * tw);
-  const int64_t gemm_tasks = a2 * ceil_div(p.C, kt->nr) * ceil_div(p.OC, kt->mr);
   at::Tensor v = at::empty({a2 * chunk * p.C + kt->nr}, x.options());
-  at::Tensor vg = at::empty({a2 * chunk * p.OC}, x.options());
-  at::Tensor mw = at::empty({a2 * p.OC * cp}, x.options());
+  at::Tensor vg = at::empty({a2 * chunk * slice}, x.options());
+  at::Tensor mw = at::empty({a2 * slice * cp}, x.options());
   T* vs = v.mutable_data_ptr<T>();
   // The GEMM's last lanes read past the input channels (into mw's padding); past the buffer
   // they find zeros rather than whatever the allocator left.
   std::fill(vs + a2 * chunk * p.C, vs + a2 * chunk * p.C + kt->nr, T(0));
   T* vgs = vg.mutable_data_ptr<T>();
   T* ms = mw.mutable_data_ptr<T>();
-  // An NCHW output gradient goes to channels_last a chunk's rows at a time.
+  // An NCHW output gradient goes to channels_last a chunk's rows (and a slice's channels) at a
+  // time (a chunk is whole rows of tiles: at most chunk / tw + 1 of them, m output rows each).
   const bool go_cl = go.size(1) == 1 || go.stride(1) == 1;
-  const int64_t ohw = p.OH * p.OW, images = std::min(p.N, ceil_div(chunk, th * tw) + 1);
-  at::Tensor gbuf = go_cl ? at::Tensor() : at::empty({images * ohw * p.OC}, go.options());
-  const Strides4 gst = go_cl ? strides_of(go) : Strides4{ohw * p.OC, 1, p.OW * p.OC, p.OC};
-  for (int64_t first = 0; first < total; first += chunk) {
-    const int64_t count = std::min(chunk, total - first);
-    const int64_t last = first + count - 1;
-    const int64_t n0 = first / (th * tw), t0 = first / tw % th, n1 = last / (th * tw), t1 = last / tw % th;
-    const PaddedNhwc<T>& xp = xb.rows(n0 * xb.hp() + t0 * m, n1 * xb.hp() + t1 * m + m + 2);
-    const T* gs = go.const_data_ptr<T>();
-    int64_t gn0 = 0;
-    if (!go_cl) {
-      for (int64_t n = n0; n <= n1; ++n) {
-        const int64_t lo = (n == n0 ? t0 * m : 0) * p.OW, hi = std::min(p.OH, n == n1 ? t1 * m + m : p.OH) * p.OW;
-        const T* src = gs + n * p.OC * ohw;
-        T* dst = gbuf.mutable_data_ptr<T>() + (n - n0) * ohw * p.OC;
-        at::parallel_for(lo, hi, 256, [&](int64_t b, int64_t e) {
-          kt->transpose(src + b, ohw, dst + b * p.OC, p.OC, p.OC, e - b);
-        });
+  const int64_t ohw = p.OH * p.OW;
+  at::Tensor gbuf = go_cl ? at::Tensor() : at::empty({(chunk / tw + 1) * m * p.OW * slice}, go.options());
+  for (int64_t oc0 = 0; oc0 < p.OC; oc0 += slice) {
+    ConvParams q = p;
+    q.OC = std::min(slice, p.OC - oc0);
+    const Strides4 gst = go_cl ? strides_of(go) : Strides4{ohw * q.OC, 1, p.OW * q.OC, q.OC};
+    const int64_t gemm_tasks = a2 * ceil_div(p.C, kt->nr) * ceil_div(q.OC, kt->mr);
+    for (int64_t first = 0; first < total; first += chunk) {
+      const int64_t count = std::min(chunk, total - first);
+      const int64_t last = first + count - 1;
+      const int64_t n0 = first / (th * tw), t0 = first / tw % th, n1 = last / (th * tw), t1 = last / tw % th;
+      const PaddedNhwc<T>& xp = xb.rows(n0 * xb.hp() + t0 * m, n1 * xb.hp() + t1 * m + m + 2);
+      const T* gs = go.const_data_ptr<T>() + oc0 * (go_cl ? 1 : ohw);
+      if (!go_cl) {
+        // Output rows r = n * OH + oh from r0 = n0 * OH + t0 * m on, indexed as the whole tensor.
+        T* rows = rebased(gbuf.mutable_data_ptr<T>(), (n0 * p.OH + t0 * m) * p.OW * q.OC);
+        for (int64_t n = n0; n <= n1; ++n) {
+          const int64_t lo = (n == n0 ? t0 * m : 0) * p.OW, hi = std::min(p.OH, n == n1 ? t1 * m + m : p.OH) * p.OW;
+          const T* src = gs + n * p.OC * ohw;
+          T* dst = rows + n * ohw * q.OC;
+          at::parallel_for(lo, hi, 256, [&](int64_t b, int64_t e) {
+            kt->transpose(src + b, ohw, dst + b * q.OC, q.OC, q.OC, e - b);
+          });
+        }
+        gs = rows;
       }
-      gs = gbuf.const_data_ptr<T>();
-      gn0 = n0;
+      at::parallel_for(0, count, 8, [&](int64_t b, int64_t e) { kt->winograd_input(xp, q, m, first, count, vs, b, e); });
+      at::parallel_for(0, count, 8, [&](int64_t b, int64_t e) {
+        kt->winograd_wgrad_go(gs, gst, q, first, count, vgs, b, e);
+      });
+      at::parallel_for(0, gemm_tasks, 1, [&](int64_t b, int64_t e) {
+        kt->winograd_wgrad_gemm(vgs, vs, q, count, first == 0, ms, b, e);
+      });
     }
-    at::parallel_for(0, count, 8, [&](int64_t b, int64_t e) { kt->winograd_input(xp, p, m, first, count, vs, b, e); });
-    at::parallel_for(0, count, 8, [&](int64_t b, int64_t e) {
-      kt->winograd_wgrad_go(gs, gst, gn0, p, first, count, vgs, b, e);
-    });
-    at::parallel_for(0, gemm_tasks, 1, [&](int64_t b, int64_t e) {
-      kt->winograd_wgrad_gemm(vgs, vs, p, count, first == 0, ms, b, e);
-    });
+    T* out = gw.mutable_data_ptr<T>() + oc0 * 9 * p.C;
+    at::parallel_for(0, q.OC, 1, [&](int64_t b, int64_t e) { kt->winograd_wgrad_output(ms, q, out, b, e); });
   }
-  T* out = gw.mutable_data_ptr<T>();
-  at::parallel_for(0, p.OC, 1, [&](int64_t b, int64_t e) { kt->winograd_wgrad_output(ms, p, out, b, e); });
 }
 
 template <class T>

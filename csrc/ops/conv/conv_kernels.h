@@ -196,12 +196,12 @@ struct ConvKernels {
   // Weight gradient by F(2x2, 3x3)'s dual tile (m = 2 only), tiles numbered as above:
   //   gw = G^T [ sum over tiles (A dY A^T) .* (B^T d B) ] G,   A = AT^T
   // with the input tiles' B^T d B from winograd_input (v) and, from the output gradient
-  // (channels_last: go[n - n0][oh][ow][oc] at gs), vg[xi][count][OC]. The GEMM sums the chunk
+  // (channels_last: go[n][oh][ow][oc] at gs), vg[xi][count][OC]. The GEMM sums the chunk
   // into mw[xi][OC][Cp] (Cp = C rounded up to nr; the first chunk starts it from zero); task =
   // (xi, input-channel block of nr, output-channel block of mr), output-channel block fastest.
   // The output transform writes gw (OC, 3, 3, C) for output channels [oc_begin, oc_end).
-  void (*winograd_wgrad_go)(const T* go, Strides4 gs, int64_t n0, const ConvParams& p, int64_t first,
-                            int64_t count, T* vg, int64_t t_begin, int64_t t_end);
+  void (*winograd_wgrad_go)(const T* go, Strides4 gs, const ConvParams& p, int64_t first, int64_t count,
+                            T* vg, int64_t t_begin, int64_t t_end);
   void (*winograd_wgrad_gemm)(const T* vg, const T* v, const ConvParams& p, int64_t count, bool first_chunk,
                               T* mw, int64_t task_begin, int64_t task_end);
   void (*winograd_wgrad_output)(const T* mw, const ConvParams& p, T* gw, int64_t oc_begin, int64_t oc_end);

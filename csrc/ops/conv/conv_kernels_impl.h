@@ -1512,8 +1512,8 @@ void winograd_output(const T* mm, const ConvParams& p, int m, int64_t first, int
 // multiplies per tile and channel pair where the direct sum takes 36.
 
 template <class T>
-void winograd_wgrad_go(const T* go, Strides4 gs, int64_t n0, const ConvParams& p, int64_t first, int64_t count,
-                       T* vg, int64_t t_begin, int64_t t_end) {
+void winograd_wgrad_go(const T* go, Strides4 gs, const ConvParams& p, int64_t first, int64_t count, T* vg,
+                       int64_t t_begin, int64_t t_end) {
   using S = typename Tile<T>::S;
   using V = typename Tile<T>::V;
   using WG = Winograd<2>;
@@ -1522,7 +1522,7 @@ void winograd_wgrad_go(const T* go, Strides4 gs, int64_t n0, const ConvParams& p
   for (int64_t t = t_begin; t < t_end; ++t) {
     const int64_t g = first + t;
     const int64_t tw = g % tw_n, th = (g / tw_n) % th_n, n = g / (tw_n * th_n);
-    const T* base = go + (n - n0) * gs.n + th * 2 * gs.h + tw * 2 * gs.w;
+    const T* base = go + n * gs.n + th * 2 * gs.h + tw * 2 * gs.w;
     const bool down = th * 2 + 1 < p.OH, right = tw * 2 + 1 < p.OW;  // the tile's second row / column exist
     for (int64_t oc0 = 0; oc0 < p.OC; oc0 += W) {
       const int lanes = static_cast<int>(std::min<int64_t>(W, p.OC - oc0));
