@@ -12,6 +12,7 @@ from hypothesis import given, strategies as st
 
 import fastconv
 from conftest import forced
+from reference import to_layout
 
 def _tol(dtype, algo="auto"):
     if dtype == torch.float64:
@@ -497,6 +498,49 @@ def test_winograd_weight_gradient_keeps_inf():
     assert torch.equal(torch.isinf(gw), torch.isinf(ref)) and not torch.isnan(gw).any()
     finite = torch.isfinite(ref)
     torch.testing.assert_close(gw[finite], ref[finite], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("algo", ["winograd", "winograd4"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("case", ["inf_corner", "nan_edge", "inf_weight", "overflow", "relu_nan", "clean"])
+def test_winograd_forward_specials(algo, layout, case):
+    """Inf / NaN in the input or weight, or finite values whose transform overflows, give the
+    direct path's result bit for bit (Inf stays where torch's is, no tile-wide NaN); clean
+    inputs stay on Winograd. Odd sizes put the specials in partly cropped tiles."""
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 16, 9, 11, generator=gen)
+    w = torch.randn(20, 16, 3, 3, generator=gen) * 0.1
+    relu = case == "relu_nan"
+    if case == "inf_corner":
+        x[1, 4, 8, 10] = float("inf")
+        x[0, 0, 0, 0] = -float("inf")
+    elif case in ("nan_edge", "relu_nan"):
+        x[0, 5, 4, 10] = float("nan")
+    elif case == "inf_weight":
+        w[3, 2, 1, 1] = float("inf")
+    elif case == "overflow":
+        x[0, :, 4:6, 4:6] = 3e38  # a tile's d1 + d2 (padded rows and columns 5 and 6) overflows
+        w = w * 1e-3
+    x = to_layout(x, layout)
+    before = x.clone()
+
+    def run(a):
+        with forced(fastconv.conv_algo, fastconv.set_conv_algo, a):
+            return fastconv.conv2d_fused(x, w, padding=1, relu=relu)
+
+    got, direct = run(algo), run("direct")
+    ref = F.conv2d(x, w, padding=1)
+    ref = torch.relu(ref) if relu else ref
+    if case == "clean":
+        assert torch.isfinite(got).all() and not torch.equal(got, direct)  # Winograd ran
+        torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+        return
+    torch.testing.assert_close(got, direct, rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(torch.isnan(got), torch.isnan(ref)) and torch.equal(torch.isinf(got), torch.isinf(ref))
+    if case == "overflow":
+        assert torch.isfinite(got).all()
+    torch.testing.assert_close(x, before, rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(got[ref.isfinite()], ref[ref.isfinite()], atol=1e-4, rtol=1e-4)
 
 
 def test_conv_algo_switch_is_validated():

@@ -190,7 +190,8 @@ struct ConvKernels {
   // Task = (xi, output-channel block); tiles of the chunk in groups of mr.
   void (*winograd_gemm)(const T* v, const T* u, const ConvParams& p, int m, int64_t count, T* mm,
                         int64_t task_begin, int64_t task_end);
-  void (*winograd_output)(const T* mm, const ConvParams& p, int m, int64_t first, int64_t count,
+  // Returns false when an output it kept (before the epilogue) is Inf or NaN.
+  bool (*winograd_output)(const T* mm, const ConvParams& p, int m, int64_t first, int64_t count,
                           const Epilogue<T>& ep, T* y, Strides4 ys, int64_t t_begin, int64_t t_end);
 
   // Weight gradient by F(2x2, 3x3)'s dual tile (m = 2 only), tiles numbered as above:

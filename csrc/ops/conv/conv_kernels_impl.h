@@ -1440,7 +1440,7 @@ void winograd_gemm(const T* v, const T* u, const ConvParams& p, int m, int64_t c
 }
 
 template <class T, int M>
-void winograd_output_m(const T* mm, const ConvParams& p, int64_t first, int64_t count, const Epilogue<T>& ep,
+bool winograd_output_m(const T* mm, const ConvParams& p, int64_t first, int64_t count, const Epilogue<T>& ep,
                        T* y, Strides4 ys, int64_t t_begin, int64_t t_end) {
   using S = typename Tile<T>::S;
   using V = typename Tile<T>::V;
@@ -1449,6 +1449,9 @@ void winograd_output_m(const T* mm, const ConvParams& p, int64_t first, int64_t 
   const int64_t ocp = (p.OC + NR - 1) / NR * NR;
   const int64_t tw_n = winograd_tiles(p.OW, M), th_n = winograd_tiles(p.OH, M);
   const bool vec_store = ys.c == 1 && (!ep.residual || ep.rs.c == 1);
+  // Sums of o * 0 over the outputs kept: 0 while they are all finite, NaN from the first
+  // that is not (before the epilogue, whose ReLU could hide a NaN).
+  V junk = S::zero();
   for (int64_t t = t_begin; t < t_end; ++t) {
     const int64_t g = first + t;
     const int64_t tw = g % tw_n, th = (g / tw_n) % th_n, n = g / (tw_n * th_n);
@@ -1462,6 +1465,8 @@ void winograd_output_m(const T* mm, const ConvParams& p, int64_t first, int64_t 
 #pragma GCC unroll 8
         for (int j = 0; j < A; ++j) mv[i][j] = S::load(mm + ((i * A + j) * count + t) * ocp + oc0);
       sandwich<S, M, A>(WG::AT, mv, o);
+      for (int i = 0; i < rows; ++i)
+        for (int j = 0; j < cols; ++j) junk = S::fma(o[i][j], S::zero(), junk);
       const V sc = ep.scale ? S::load_n(ep.scale + oc0, lanes) : S::set1(T(1));
       const V sh = ep.shift ? S::load_n(ep.shift + oc0, lanes) : S::zero();
       for (int i = 0; i < rows; ++i)
@@ -1485,6 +1490,12 @@ void winograd_output_m(const T* mm, const ConvParams& p, int64_t first, int64_t 
         }
     }
   }
+  // The padded output-channel lanes hold 0 * V: NaN only where the real lanes are too.
+  alignas(64) T buf[W];
+  S::store(buf, junk);
+  for (int l = 0; l < W; ++l)
+    if (buf[l] != T(0)) return false;
+  return true;
 }
 
 template <class T>
@@ -1500,10 +1511,10 @@ void winograd_input(const PaddedNhwc<T>& x, const ConvParams& p, int m, int64_t 
   else winograd_input_m<T, 2>(x, p, first, count, v, b, e);
 }
 template <class T>
-void winograd_output(const T* mm, const ConvParams& p, int m, int64_t first, int64_t count, const Epilogue<T>& ep,
+bool winograd_output(const T* mm, const ConvParams& p, int m, int64_t first, int64_t count, const Epilogue<T>& ep,
                      T* y, Strides4 ys, int64_t b, int64_t e) {
-  if (m == 4) winograd_output_m<T, 4>(mm, p, first, count, ep, y, ys, b, e);
-  else winograd_output_m<T, 2>(mm, p, first, count, ep, y, ys, b, e);
+  if (m == 4) return winograd_output_m<T, 4>(mm, p, first, count, ep, y, ys, b, e);
+  return winograd_output_m<T, 2>(mm, p, first, count, ep, y, ys, b, e);
 }
 
 // ---- weight gradient by Winograd F(2x2, 3x3) ------------------------------------------
