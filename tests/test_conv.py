@@ -357,6 +357,34 @@ def test_conv2d_threads_do_not_change_results():
     assert torch.equal(y1, y2)
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_winograd_forward_threads_and_bands(layout):
+    """Winograd's per-thread chunks (small transformed weights, several threads) against
+    torch in float64 and bit for bit across thread counts and band sizes: chunk counts that
+    do not divide the tiles, tiny bands, a residual and ReLU in the epilogue."""
+    gen = torch.Generator().manual_seed(3)
+    x = to_layout(torch.randn(3, 24, 23, 19, generator=gen, dtype=torch.float64), layout)
+    w = torch.randn(36, 24, 3, 3, generator=gen, dtype=torch.float64)
+    res = to_layout(torch.randn(3, 36, 23, 19, generator=gen, dtype=torch.float64), layout)
+    ref = torch.relu(F.conv2d(x, w, padding=1) + res)
+    old = torch.get_num_threads()
+    results = []
+    try:
+        with forced(fastconv.conv_algo, fastconv.set_conv_algo, "winograd"):
+            for threads, band in [(1, None), (2, None), (3, None), (2, 3000), (3, 1)]:
+                torch.set_num_threads(threads)
+                prev = fastconv._C.set_conv_band_bytes(band) if band else None
+                try:
+                    results.append(fastconv.conv2d_fused(x, w, padding=1, residual=res, relu=True))
+                finally:
+                    if prev is not None:
+                        fastconv._C.set_conv_band_bytes(prev)
+    finally:
+        torch.set_num_threads(old)
+    torch.testing.assert_close(results[0], ref, rtol=1e-10, atol=1e-10)
+    assert all(torch.equal(results[0], r) for r in results[1:])
+
+
 @pytest.mark.parametrize("shape", [
     # (N, C, H, W, OC, k, stride, padding, dilation, groups)
     (3, 20, 13, 11, 37, 3, 1, 1, 1, 1),   # Winograd; 37 output channels: several weight slices

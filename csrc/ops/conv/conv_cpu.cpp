@@ -414,36 +414,67 @@ bool winograd_slice(const ConvParams& p, int m, PaddedBands<T>& xb, const T* ws,
   // to the output transform. At least 64 tiles: every chunk streams all of u through the
   // GEMMs (at 512 channels, 16-tile chunks ran VGG conv5 1.4x slower). A banded output takes
   // whole rows of tiles, so every band it hands on holds finished output rows.
-  // With several threads each chunk is split among them and costs three fork / joins: 2x
-  // threads as many tiles per chunk (same process, 2 threads: DenseNet's 128 -> 32 at 56x56
-  // 0.73 -> 0.89 torch/ours, 512 -> 512 at 14x14 1.17 -> 1.25; on one thread the larger
-  // chunks were up to 15% slower for the few-channel layers, so one thread keeps one band).
+  // Several threads: where u is small enough to sit in every core's L2 next to a chunk
+  // (own_chunks), each thread takes whole chunks of its own, input transform to output, so a
+  // step of 4 chunks per thread costs one fork / join (plus the band's pack and unpack).
+  // Otherwise each thread would stream all of u, and each chunk is split among the threads
+  // instead (three fork / joins), with 2x threads as many tiles per chunk (same process, 2
+  // threads: 512 -> 512 at 14x14 1.17 -> 1.25 torch/ours; on one thread the larger chunks
+  // were up to 15% slower for the few-channel layers, so one thread keeps one band).
   const int64_t threads = at::get_num_threads();
-  const int64_t mult = threads > 1 ? std::min<int64_t>(2 * threads, 8) : 1;
+  const bool own_chunks = threads > 1 && a2 * ocp * p.C * int64_t(sizeof(T)) <= (int64_t(1) << 20);
+  const int64_t mult = threads > 1 && !own_chunks ? std::min<int64_t>(2 * threads, 8) : 1;
   int64_t chunk = mult * band_bytes() / (a2 * std::max<int64_t>({p.C, ocp, 1}) * int64_t(sizeof(T)));
   chunk = std::clamp<int64_t>(std::max<int64_t>(chunk, 64) / kt->mr * kt->mr, kt->mr, std::max<int64_t>(total, 1));
   if (out.banded()) chunk = std::min(total, std::max<int64_t>(1, chunk / tw) * tw);
-  at::Tensor v = at::empty({a2 * chunk * p.C}, y.options());
-  at::Tensor mm = at::empty({a2 * chunk * ocp}, y.options());
+  const int64_t slots = own_chunks ? threads : 1;
+  int64_t step = chunk;
+  if (own_chunks) {
+    // As many chunks as a multiple of the thread count, all of about the same size.
+    const int64_t unit = out.banded() ? tw : 1, units = ceil_div(total, unit);
+    const int64_t chunks = ceil_div(ceil_div(total, chunk), threads) * threads;
+    chunk = std::min(total, ceil_div(units, chunks) * unit);
+    step = 4 * threads * chunk;
+  }
+  at::Tensor v = at::empty({slots * a2 * chunk * p.C}, y.options());
+  at::Tensor mm = at::empty({slots * a2 * chunk * ocp}, y.options());
   T* vs = v.mutable_data_ptr<T>();
   T* ms = mm.mutable_data_ptr<T>();
   const Strides4 yst = out.strides();
   std::atomic<bool> finite{true};
-  for (int64_t first = 0; first < total && finite.load(std::memory_order_relaxed); first += chunk) {
-    const int64_t count = std::min(chunk, total - first);
+  for (int64_t first = 0; first < total && finite.load(std::memory_order_relaxed); first += step) {
+    const int64_t count = std::min(step, total - first);
     const int64_t last = first + count - 1;
     const int64_t n0 = first / (th * tw), t0 = first / tw % th, n1 = last / (th * tw), t1 = last / tw % th;
     const PaddedNhwc<T>& xp = xb.rows(n0 * xb.hp() + t0 * m, n1 * xb.hp() + t1 * m + alpha);
     const int64_t o_lo = n0 * p.OH + t0 * m, o_hi = n1 * p.OH + std::min(p.OH, t1 * m + m);
     T* ys = out.begin(o_lo, o_hi);
-    at::parallel_for(0, count, 8, [&](int64_t b, int64_t e) { kt->winograd_input(xp, p, m, first, count, vs, b, e); });
-    at::parallel_for(0, a2 * ocblocks, 1, [&](int64_t b, int64_t e) {
-      kt->winograd_gemm(vs, us, p, m, count, ms, b, e);
-    });
-    at::parallel_for(0, count, 8, [&](int64_t b, int64_t e) {
-      if (!kt->winograd_output(ms, p, m, first, count, out.epilogue(), ys, yst, b, e))
-        finite.store(false, std::memory_order_relaxed);
-    });
+    if (own_chunks) {
+      // One task per thread slot (its scratch), each a contiguous share of the step's chunks.
+      const int64_t chunks = ceil_div(count, chunk);
+      at::parallel_for(0, slots, 1, [&](int64_t b, int64_t e) {
+        for (int64_t slot = b; slot < e; ++slot) {
+          T* vslot = vs + slot * a2 * chunk * p.C;
+          T* mslot = ms + slot * a2 * chunk * ocp;
+          for (int64_t c = slot * chunks / slots; c < (slot + 1) * chunks / slots; ++c) {
+            const int64_t f = first + c * chunk, n = std::min(chunk, first + count - f);
+            kt->winograd_input(xp, p, m, f, n, vslot, 0, n);
+            kt->winograd_gemm(vslot, us, p, m, n, mslot, 0, a2 * ocblocks);
+            if (!kt->winograd_output(mslot, p, m, f, n, out.epilogue(), ys, yst, 0, n))
+              finite.store(false, std::memory_order_relaxed);
+          }
+        }
+      });
+    } else {
+      at::parallel_for(0, count, 8, [&](int64_t b, int64_t e) { kt->winograd_input(xp, p, m, first, count, vs, b, e); });
+      at::parallel_for(0, a2 * ocblocks, 1, [&](int64_t b, int64_t e) {
+        kt->winograd_gemm(vs, us, p, m, count, ms, b, e);
+      });
+      at::parallel_for(0, count, 8, [&](int64_t b, int64_t e) {
+        if (!kt->winograd_output(ms, p, m, first, count, out.epilogue(), ys, yst, b, e))
+          finite.store(false, std::memory_order_relaxed);
+      });
+    }
     out.finish(o_lo, o_hi);
   }
   return finite.load(std::memory_order_relaxed);
