@@ -414,26 +414,29 @@ bool winograd_slice(const ConvParams& p, int m, PaddedBands<T>& xb, const T* ws,
   // to the output transform. At least 64 tiles: every chunk streams all of u through the
   // GEMMs (at 512 channels, 16-tile chunks ran VGG conv5 1.4x slower). A banded output takes
   // whole rows of tiles, so every band it hands on holds finished output rows.
-  // Several threads: where u is small enough to sit in every core's L2 next to a chunk
-  // (own_chunks), each thread takes whole chunks of its own, input transform to output, so a
-  // step of 4 chunks per thread costs one fork / join (plus the band's pack and unpack).
-  // Otherwise each thread would stream all of u, and each chunk is split among the threads
-  // instead (three fork / joins), with 2x threads as many tiles per chunk (same process, 2
-  // threads: 512 -> 512 at 14x14 1.17 -> 1.25 torch/ours; on one thread the larger chunks
-  // were up to 15% slower for the few-channel layers, so one thread keeps one band).
+  // Several threads: each chunk is split among them (three fork / joins), with 2x threads as
+  // many tiles per chunk (same process, 2 threads: 512 -> 512 at 14x14 1.17 -> 1.25
+  // torch/ours; on one thread the larger chunks were up to 15% slower for the few-channel
+  // layers, so one thread keeps one band). But where that takes more than one chunk and u is
+  // small enough to stay in every core's L2 next to a chunk (own_chunks), each thread takes
+  // whole one-band chunks of its own instead, input transform to output: a step of 4 chunks
+  // per thread costs one fork / join (plus the band's pack and unpack). 2 threads, torch/ours
+  // NCHW / channels_last: ResNet layer1 3x3 0.95 / 0.94 -> 1.22 / 1.30. With all the tiles in
+  // one shared chunk, u is read once; own chunks read it once per chunk and ran batch-1
+  // 128 -> 128 at 28x28 (1 MB of u) 1.2x slower.
   const int64_t threads = at::get_num_threads();
-  const bool own_chunks = threads > 1 && a2 * ocp * p.C * int64_t(sizeof(T)) <= (int64_t(1) << 20);
-  const int64_t mult = threads > 1 && !own_chunks ? std::min<int64_t>(2 * threads, 8) : 1;
-  int64_t chunk = mult * band_bytes() / (a2 * std::max<int64_t>({p.C, ocp, 1}) * int64_t(sizeof(T)));
-  chunk = std::clamp<int64_t>(std::max<int64_t>(chunk, 64) / kt->mr * kt->mr, kt->mr, std::max<int64_t>(total, 1));
-  if (out.banded()) chunk = std::min(total, std::max<int64_t>(1, chunk / tw) * tw);
+  const auto chunk_of = [&](int64_t mult) {
+    int64_t c = mult * band_bytes() / (a2 * std::max<int64_t>({p.C, ocp, 1}) * int64_t(sizeof(T)));
+    c = std::clamp<int64_t>(std::max<int64_t>(c, 64) / kt->mr * kt->mr, kt->mr, std::max<int64_t>(total, 1));
+    return out.banded() ? std::min(total, std::max<int64_t>(1, c / tw) * tw) : c;
+  };
+  int64_t chunk = chunk_of(threads > 1 ? std::min<int64_t>(2 * threads, 8) : 1);
+  const bool own_chunks =
+      threads > 1 && chunk < total && a2 * ocp * p.C * int64_t(sizeof(T)) <= (int64_t(1) << 20);
   const int64_t slots = own_chunks ? threads : 1;
   int64_t step = chunk;
   if (own_chunks) {
-    // As many chunks as a multiple of the thread count, all of about the same size.
-    const int64_t unit = out.banded() ? tw : 1, units = ceil_div(total, unit);
-    const int64_t chunks = ceil_div(ceil_div(total, chunk), threads) * threads;
-    chunk = std::min(total, ceil_div(units, chunks) * unit);
+    chunk = chunk_of(1);
     step = 4 * threads * chunk;
   }
   at::Tensor v = at::empty({slots * a2 * chunk * p.C}, y.options());
@@ -450,14 +453,17 @@ bool winograd_slice(const ConvParams& p, int m, PaddedBands<T>& xb, const T* ws,
     const int64_t o_lo = n0 * p.OH + t0 * m, o_hi = n1 * p.OH + std::min(p.OH, t1 * m + m);
     T* ys = out.begin(o_lo, o_hi);
     if (own_chunks) {
-      // One task per thread slot (its scratch), each a contiguous share of the step's chunks.
-      const int64_t chunks = ceil_div(count, chunk);
+      // One task per thread slot (its scratch), each an equal share of the step's tiles (whole
+      // tile rows for a banded output) in chunks.
+      const int64_t unit = out.banded() ? tw : 1, units = ceil_div(count, unit);
       at::parallel_for(0, slots, 1, [&](int64_t b, int64_t e) {
         for (int64_t slot = b; slot < e; ++slot) {
           T* vslot = vs + slot * a2 * chunk * p.C;
           T* mslot = ms + slot * a2 * chunk * ocp;
-          for (int64_t c = slot * chunks / slots; c < (slot + 1) * chunks / slots; ++c) {
-            const int64_t f = first + c * chunk, n = std::min(chunk, first + count - f);
+          const int64_t lo = first + slot * units / slots * unit;
+          const int64_t hi = std::min(first + count, first + (slot + 1) * units / slots * unit);
+          for (int64_t f = lo; f < hi; f += chunk) {
+            const int64_t n = std::min(chunk, hi - f);
             kt->winograd_input(xp, p, m, f, n, vslot, 0, n);
             kt->winograd_gemm(vslot, us, p, m, n, mslot, 0, a2 * ocblocks);
             if (!kt->winograd_output(mslot, p, m, f, n, out.epilogue(), ys, yst, 0, n))
