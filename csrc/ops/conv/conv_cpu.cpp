@@ -805,50 +805,66 @@ void winograd_weight_grad(const ConvParams& p, const at::Tensor& go, const at::T
   const int64_t l2 = int64_t(1) << 20;
   int64_t chunk = std::max<int64_t>(kt->mr, (slice * per_oc <= l2 ? l2 : 4 * l2) / tile_bytes);
   chunk = std::min(total, std::max<int64_t>(1, chunk / tw) * tw);
-  at::Tensor v = at::empty({a2 * chunk * p.C + kt->nr}, x.options());
-  at::Tensor vg = at::empty({a2 * chunk * slice}, x.options());
+  // Several threads work through `group` chunks per step: one fork / join for both transforms
+  // and one for the GEMMs, which add the step's chunks into mw one after another, so every
+  // sum keeps the one-thread order and its bits (chunks per thread, not bigger chunks).
+  const int64_t group = std::min<int64_t>({at::get_num_threads(), 4, ceil_div(total, chunk)});
+  const int64_t v_chunk = a2 * chunk * p.C, vg_chunk = a2 * chunk * slice;
+  at::Tensor v = at::empty({group * v_chunk + kt->nr}, x.options());
+  at::Tensor vg = at::empty({group * vg_chunk}, x.options());
   at::Tensor mw = at::empty({a2 * slice * cp}, x.options());
   T* vs = v.mutable_data_ptr<T>();
   // The GEMM's last lanes read past the input channels (into mw's padding); past the buffer
   // they find zeros rather than whatever the allocator left.
-  std::fill(vs + a2 * chunk * p.C, vs + a2 * chunk * p.C + kt->nr, T(0));
+  std::fill(vs + group * v_chunk, vs + group * v_chunk + kt->nr, T(0));
   T* vgs = vg.mutable_data_ptr<T>();
   T* ms = mw.mutable_data_ptr<T>();
-  // An NCHW output gradient goes to channels_last a chunk's rows (and a slice's channels) at a
-  // time (a chunk is whole rows of tiles: at most chunk / tw + 1 of them, m output rows each).
+  // An NCHW output gradient goes to channels_last a step's rows (and a slice's channels) at a
+  // time (a step is whole rows of tiles: at most step / tw + 1 of them, m output rows each).
+  const int64_t step = group * chunk;
   const bool go_cl = go.size(1) == 1 || go.stride(1) == 1;
   const int64_t ohw = p.OH * p.OW;
-  at::Tensor gbuf = go_cl ? at::Tensor() : at::empty({(chunk / tw + 1) * m * p.OW * slice}, go.options());
+  at::Tensor gbuf = go_cl ? at::Tensor() : at::empty({(step / tw + 1) * m * p.OW * slice}, go.options());
   for (int64_t oc0 = 0; oc0 < p.OC; oc0 += slice) {
     ConvParams q = p;
     q.OC = std::min(slice, p.OC - oc0);
     const Strides4 gst = go_cl ? strides_of(go) : Strides4{ohw * q.OC, 1, p.OW * q.OC, q.OC};
     const int64_t gemm_tasks = a2 * ceil_div(p.C, kt->nr) * ceil_div(q.OC, kt->mr);
-    for (int64_t first = 0; first < total; first += chunk) {
-      const int64_t count = std::min(chunk, total - first);
+    for (int64_t first = 0; first < total; first += step) {
+      const int64_t count = std::min(step, total - first);
       const int64_t last = first + count - 1;
       const int64_t n0 = first / (th * tw), t0 = first / tw % th, n1 = last / (th * tw), t1 = last / tw % th;
       const PaddedNhwc<T>& xp = xb.rows(n0 * xb.hp() + t0 * m, n1 * xb.hp() + t1 * m + m + 2);
       const T* gs = go.const_data_ptr<T>() + oc0 * (go_cl ? 1 : ohw);
       if (!go_cl) {
-        // Output rows r = n * OH + oh from r0 = n0 * OH + t0 * m on, indexed as the whole tensor.
-        T* rows = rebased(gbuf.mutable_data_ptr<T>(), (n0 * p.OH + t0 * m) * p.OW * q.OC);
-        for (int64_t n = n0; n <= n1; ++n) {
-          const int64_t lo = (n == n0 ? t0 * m : 0) * p.OW, hi = std::min(p.OH, n == n1 ? t1 * m + m : p.OH) * p.OW;
-          const T* src = gs + n * p.OC * ohw;
-          T* dst = rows + n * ohw * q.OC;
-          at::parallel_for(lo, hi, 256, [&](int64_t b, int64_t e) {
-            kt->transpose(src + b, ohw, dst + b * q.OC, q.OC, q.OC, e - b);
-          });
-        }
+        // Output rows r = n * OH + oh from r0 = n0 * OH + t0 * m to r1, indexed as the whole
+        // tensor; the pixels of rows [r0, r1) as one range, each image's a contiguous run.
+        const int64_t r0 = n0 * p.OH + t0 * m, r1 = n1 * p.OH + std::min(p.OH, t1 * m + m);
+        T* rows = rebased(gbuf.mutable_data_ptr<T>(), r0 * p.OW * q.OC);
+        at::parallel_for(r0 * p.OW, r1 * p.OW, 256, [&](int64_t b, int64_t e) {
+          while (b < e) {
+            const int64_t n = b / ohw, hi = std::min(e, (n + 1) * ohw);
+            kt->transpose(gs + n * p.OC * ohw + (b - n * ohw), ohw, rows + b * q.OC, q.OC, q.OC, hi - b);
+            b = hi;
+          }
+        });
         gs = rows;
       }
-      at::parallel_for(0, count, 8, [&](int64_t b, int64_t e) { kt->winograd_input(xp, q, m, first, count, vs, b, e); });
+      const int64_t chunks = ceil_div(count, chunk);
       at::parallel_for(0, count, 8, [&](int64_t b, int64_t e) {
-        kt->winograd_wgrad_go(gs, gst, q, first, count, vgs, b, e);
+        for (int64_t j = b / chunk; j < chunks && j * chunk < e; ++j) {
+          const int64_t fj = first + j * chunk, cj = std::min(chunk, total - fj);
+          const int64_t lo = std::max(b, j * chunk) - j * chunk, hi = std::min(e, j * chunk + cj) - j * chunk;
+          kt->winograd_input(xp, q, m, fj, cj, vs + j * v_chunk, lo, hi);
+          kt->winograd_wgrad_go(gs, gst, q, fj, cj, vgs + j * vg_chunk, lo, hi);
+        }
       });
       at::parallel_for(0, gemm_tasks, 1, [&](int64_t b, int64_t e) {
-        kt->winograd_wgrad_gemm(vgs, vs, q, count, first == 0, ms, b, e);
+        for (int64_t j = 0; j < chunks; ++j) {
+          const int64_t fj = first + j * chunk;
+          kt->winograd_wgrad_gemm(vgs + j * vg_chunk, vs + j * v_chunk, q, std::min(chunk, total - fj), fj == 0, ms,
+                                  b, e);
+        }
       });
     }
     T* out = gw.mutable_data_ptr<T>() + oc0 * 9 * p.C;
