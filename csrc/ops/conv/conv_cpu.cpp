@@ -614,6 +614,11 @@ void direct_forward(const ConvParams& p, const at::Tensor& x, const at::Tensor& 
   const int64_t chunks = p.N * rc;
   int64_t per_band = xb.in_place() ? chunks : std::max<int64_t>(1, xb.band_rows() / (rpt * p.sh));
   if (out.banded()) per_band = std::min(per_band, std::max<int64_t>(1, band_bytes() / (rpt * out.row_bytes())));
+  // A whole number of items per thread in every band: AlexNet conv1's bands held 9 row chunks
+  // (one channel block), 5 + 4 on two threads (forward NCHW, 2 threads: 0.79x -> 0.86x).
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  if (per_band < chunks && (gb * per_band) % threads != 0)
+    per_band = std::max(per_band / threads, int64_t(1)) * threads;
   for (int64_t k0 = 0; k0 < chunks; k0 += per_band) {
     const int64_t k1 = std::min(chunks, k0 + per_band), cnt = k1 - k0;
     const int64_t n0 = k0 / rc, c0 = k0 % rc, n1 = (k1 - 1) / rc, c1 = (k1 - 1) % rc;
