@@ -343,6 +343,30 @@ def test_conv2d_reduced_precision(dtype):
     torch.testing.assert_close(y.float(), ref, atol=0.1, rtol=0.02)
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("n,c,oc,hw", [(1, 96, 200, 7), (8, 64, 72, 7), (3, 40, 130, 5)])
+def test_gemm1x1_output_channel_parts(layout, n, c, oc, hw):
+    """Pixel counts that do not split evenly over the threads give each thread a share of the
+    output channels instead: the same bits as one thread, and torch's result in float64, with
+    the whole epilogue (scale, shift, residual, ReLU)."""
+    gen = torch.Generator().manual_seed(n * 1000 + oc)
+    x = to_layout(torch.randn(n, c, hw, hw, generator=gen, dtype=torch.float64), layout)
+    w = torch.randn(oc, c, 1, 1, generator=gen, dtype=torch.float64)
+    scale, shift = torch.rand(oc, generator=gen, dtype=torch.float64), torch.randn(oc, generator=gen, dtype=torch.float64)
+    res = to_layout(torch.randn(n, oc, hw, hw, generator=gen, dtype=torch.float64), layout)
+    ref = torch.relu(F.conv2d(x, w) * scale[:, None, None] + shift[:, None, None] + res)
+    old = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            results.append(fastconv.conv2d_fused(x, w, scale=scale, shift=shift, residual=res, relu=True))
+    finally:
+        torch.set_num_threads(old)
+    torch.testing.assert_close(results[0], ref, rtol=1e-10, atol=1e-10)
+    assert all(torch.equal(results[0], r) for r in results[1:])
+
+
 def test_conv2d_threads_do_not_change_results():
     x = torch.randn(3, 32, 20, 20)
     w = torch.randn(40, 32, 3, 3)

@@ -130,15 +130,17 @@ struct ConvKernels {
                        const FwdPlan& plan, const Epilogue<T>& ep, T* y, Strides4 ys,
                        int64_t task_begin, int64_t task_end);
   // 1x1, stride 1, no padding, as a GEMM over the pixels of all images (q = n * H * W + h * W
-  // + w); task = (group, chunk of `chunk` pixels), tasks = groups * ceil(N * H * W / chunk),
-  // the reduction in blocks of kc input channels (any kc gives the same bits).
+  // + w); task = (part, group, chunk of `chunk` pixels), part slowest, tasks = parts * groups *
+  // ceil(N * H * W / chunk); part i of `parts` computes the i-th share of the output-channel
+  // blocks. The reduction runs in blocks of kc input channels (any kc, chunk or parts gives
+  // the same bits).
   // NCHW: x, y and the residual contiguous; pixels in the SIMD lanes, weights packed with
   // block mr_nchw. NHWC: x, y and the residual contiguous channels_last; output channels in
   // the lanes, weights packed with block nr. No layout conversion either way.
   void (*forward_1x1_nchw)(const T* x, const T* wpack, const ConvParams& p, int64_t chunk, int64_t kc,
-                           const Epilogue<T>& ep, T* y, int64_t task_begin, int64_t task_end);
+                           int64_t parts, const Epilogue<T>& ep, T* y, int64_t task_begin, int64_t task_end);
   void (*forward_1x1_nhwc)(const T* x, const T* wpack, const ConvParams& p, int64_t chunk, int64_t kc,
-                           const Epilogue<T>& ep, T* y, int64_t task_begin, int64_t task_end);
+                           int64_t parts, const Epilogue<T>& ep, T* y, int64_t task_begin, int64_t task_end);
 
   // Direct convolution, NCHW orientation, for stride-1 (along W) layers with few input or
   // output channels (LeNet's first layer, GoogLeNet's 16-channel 5x5 input gradient): tiles

@@ -649,7 +649,7 @@ void aim_next(Next& next, const T* x, const ConvParams& p, int64_t chunk, int64_
 }
 
 template <class T>
-void forward_1x1_nchw(const T* x, const T* wpack, const ConvParams& p, int64_t chunk, int64_t kc,
+void forward_1x1_nchw(const T* x, const T* wpack, const ConvParams& p, int64_t chunk, int64_t kc, int64_t parts,
                       const Epilogue<T>& ep, T* y, int64_t task_begin, int64_t task_end) {
   using S = typename Tile<T>::S;
   using V = typename Tile<T>::V;
@@ -664,7 +664,10 @@ void forward_1x1_nchw(const T* x, const T* wpack, const ConvParams& p, int64_t c
   std::vector<TilePieces> spans;
   NextPanel<T> next;
   const Epilogue<T> none;
-  for (int64_t t = task_begin; t < task_end; ++t) {
+  const int64_t gc = p.groups * chunks;
+  for (int64_t task = task_begin; task < task_end; ++task) {
+    const int64_t part = task / gc, t = task % gc;
+    const int64_t blk0 = part * nblk / parts, blk1 = (part + 1) * nblk / parts;
     const int64_t g = t / chunks, q0 = t % chunks * chunk, q1 = std::min(total, q0 + chunk);
     const int64_t ntiles = (q1 - q0 + NR - 1) / NR;
     pieces.clear();
@@ -690,17 +693,18 @@ void forward_1x1_nchw(const T* x, const T* wpack, const ConvParams& p, int64_t c
         for (int64_t k = 0; k < kk; ++k)
           for (int64_t j = 0; j < pc.len; ++j) dst[k * NR + j] = src[k * hw + j];
       }
-      aim_next(next, x, p, chunk, t, task_end, q0, q1, k0, kk, kc);
+      aim_next(next, x, p, chunk, t, std::min(gc, task_end - part * gc), q0, q1, k0, kk, kc);
       // The calls that pack their tile (the first block's) already wait on its lines; the
       // others issue the next panel's prefetches.
-      const int64_t pf_calls = (nblk > 1 ? nblk - 1 : 1) * ntiles;
+      const int64_t nb = blk1 - blk0;
+      const int64_t pf_calls = (nb > 1 ? nb - 1 : 1) * ntiles;
       const int64_t per_call = (next.lines + pf_calls - 1) / pf_calls;
-      for (int64_t blk = 0; blk < nblk; ++blk) {
+      for (int64_t blk = blk0; blk < blk1; ++blk) {
         const int64_t oc0 = g * ocg + blk * MR;
         const int m = static_cast<int>(std::min<int64_t>(MR, ocg - blk * MR));
         const T* wb = wpack + (g * nblk + blk) * icg * MR + k0 * MR;
         for (int64_t ti = 0; ti < ntiles; ++ti) {
-          const auto pf = next.take(nblk > 1 && blk == 0 ? 0 : std::min(kk, per_call));
+          const auto pf = next.take(nb > 1 && blk == blk0 ? 0 : std::min(kk, per_call));
           const size_t pb = spans[ti].begin, pe = spans[ti].end;
           const bool whole = pe - pb == 1 && pieces[pb].lane == 0;
           const int64_t whole_off = (pieces[pb].n * p.OC + oc0) * hw + pieces[pb].p;
@@ -726,7 +730,7 @@ void forward_1x1_nchw(const T* x, const T* wpack, const ConvParams& p, int64_t c
                 for (int v = 0; v < NV; ++v) acc[r][v] = S::load(&tmp[r][v * W]);
             }
             if (whole) prefetch_tile<T, M>(y + whole_off, hw);
-            if (blk == 0 && whole && pieces[pb].len == NR)
+            if (blk == blk0 && whole && pieces[pb].len == NR)
               ukernel_packed<T, M, true>(wb, nullptr, kk, acc, x + (pieces[pb].n * p.C + g * icg + k0) * hw + pieces[pb].p,
                                          hw, panel.data() + ti * kk * NR, pf.p, pf.stride, pf.n);
             else
@@ -777,7 +781,7 @@ struct NextRows : PrefetchRuns<T> {
 };
 
 template <class T>
-void forward_1x1_nhwc(const T* x, const T* wpack, const ConvParams& p, int64_t chunk, int64_t kc,
+void forward_1x1_nhwc(const T* x, const T* wpack, const ConvParams& p, int64_t chunk, int64_t kc, int64_t parts,
                       const Epilogue<T>& ep, T* y, int64_t task_begin, int64_t task_end) {
   using V = typename Tile<T>::V;
   constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR, NV = Tile<T>::NV;
@@ -790,7 +794,10 @@ void forward_1x1_nhwc(const T* x, const T* wpack, const ConvParams& p, int64_t c
   // packed; each is then read by every output-channel block.
   std::vector<T> panel(static_cast<size_t>((chunk + MR - 1) / MR * kc * MR));
   NextRows<T> next;
-  for (int64_t t = task_begin; t < task_end; ++t) {
+  const int64_t gc = p.groups * chunks;
+  for (int64_t task = task_begin; task < task_end; ++task) {
+    const int64_t part = task / gc, t = task % gc;
+    const int64_t blk0 = part * nblk / parts, blk1 = (part + 1) * nblk / parts;
     const int64_t g = t / chunks, q0 = t % chunks * chunk, q1 = std::min(total, q0 + chunk);
     const int64_t ntiles = (q1 - q0 + MR - 1) / MR;
     // Blocks of kc input channels, as in forward_1x1_nchw.
@@ -804,9 +811,9 @@ void forward_1x1_nhwc(const T* x, const T* wpack, const ConvParams& p, int64_t c
         const int m = static_cast<int>(std::min<int64_t>(MR, q1 - qa));
         pack_rows_to_panel(x + qa * p.C + g * icg + k0, p.C, m, kk, dst, MR);
       }
-      aim_next(next, x, p, chunk, t, task_end, q0, q1, k0, kk, kc);
-      const int64_t per_call = (next.lines + nblk * ntiles - 1) / (nblk * ntiles);
-      for (int64_t blk = 0; blk < nblk; ++blk) {
+      aim_next(next, x, p, chunk, t, std::min(gc, task_end - part * gc), q0, q1, k0, kk, kc);
+      const int64_t per_call = (next.lines + (blk1 - blk0) * ntiles - 1) / ((blk1 - blk0) * ntiles);
+      for (int64_t blk = blk0; blk < blk1; ++blk) {
         const int64_t oc0 = g * ocg + blk * NR;
         const int nvalid = static_cast<int>(std::min<int64_t>(NR, ocg - blk * NR));
         int lanes[NV];
