@@ -595,6 +595,42 @@ def test_winograd_forward_specials(algo, layout, case):
     torch.testing.assert_close(got[ref.isfinite()], ref[ref.isfinite()], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("case", [
+    # (N, C, OC, H, K, stride, padding, band bytes or None): weights with few tiles; with
+    # the input in one band their rows are split into runs summed separately, with several
+    # bands (and odd row counts) they are not.
+    (16, 1, 6, 28, 5, 1, 0, None),
+    (3, 3, 20, 45, 11, 4, 2, None),
+    (3, 3, 20, 45, 11, 4, 2, 4000),
+    (5, 2, 7, 17, 3, 1, 1, 1),
+])
+def test_weight_gradient_row_splits(layout, case):
+    """The direct weight gradient of a small weight, summed in row runs: torch's result in
+    float64, and the same bits on 1, 2 and 3 threads."""
+    n, c, oc, h, k, stride, pad, band = case
+    gen = torch.Generator().manual_seed(oc)
+    x = to_layout(torch.randn(n, c, h, h, generator=gen, dtype=torch.float64), layout)
+    w = torch.randn(oc, c, k, k, generator=gen, dtype=torch.float64)
+    go = torch.randn_like(F.conv2d(x, w, stride=stride, padding=pad))
+    args = (go, x, w, [stride] * 2, [pad] * 4, [1, 1], 1, [False, True, False])
+    ref = torch.ops.aten.convolution_backward(go, x, w, None, [stride] * 2, [pad] * 2, [1, 1], False, [0, 0], 1,
+                                              [False, True, False])[1]
+    old = torch.get_num_threads()
+    prev = fastconv._C.set_conv_band_bytes(band) if band else None
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            results.append(torch.ops.fastconv.conv2d_backward(*args)[1])
+    finally:
+        torch.set_num_threads(old)
+        if prev is not None:
+            fastconv._C.set_conv_band_bytes(prev)
+    torch.testing.assert_close(results[0], ref, rtol=1e-10, atol=1e-10)
+    assert all(torch.equal(results[0], r) for r in results[1:])
+
+
 def test_conv_algo_switch_is_validated():
     with pytest.raises(ValueError, match="conv algorithm must be one of"):
         fastconv.set_conv_algo("winograd4x4")
