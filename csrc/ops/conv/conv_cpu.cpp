@@ -945,16 +945,12 @@ void weight_and_bias_grad(const ConvParams& p, const at::Tensor& go, const at::T
         const int64_t r1 = std::min(rows, r0 + per_band);
         const PaddedNhwc<T>& xp = xb.output_rows(p, r0, r1);
         // A task's run of tiles within one split goes to the kernel as one call (the oc-lanes
-        // kernel packs the output gradient once per call).
-        const auto run_lo = [&](int64_t sp) { return sp * all_chunks / splits * rpc; };
-        int64_t first = 0;
-        while (run_lo(first + 1) <= r0) ++first;
-        int64_t last = first;
-        while (last + 1 < splits && run_lo(last + 1) < r1) ++last;
-        at::parallel_for(0, (last - first + 1) * tiles, 1, [&](int64_t b, int64_t e) {
+        // kernel packs the output gradient once per call). One split: the band's rows.
+        at::parallel_for(0, splits * tiles, 1, [&](int64_t b, int64_t e) {
           for (int64_t task = b; task < e;) {
-            const int64_t sp = first + task / tiles, t0 = task % tiles, t1 = std::min(tiles, t0 + e - task);
-            const int64_t lo = std::max(r0, run_lo(sp)), hi = std::min(r1, sp + 1 < splits ? run_lo(sp + 1) : rows);
+            const int64_t sp = task / tiles, t0 = task % tiles, t1 = std::min(tiles, t0 + e - task);
+            const int64_t lo = splits > 1 ? sp * all_chunks / splits * rpc : r0;
+            const int64_t hi = splits > 1 ? std::min(rows, (sp + 1) * all_chunks / splits * rpc) : r1;
             kt->weight_grad(gs, gst, xp, p, sums + sp * elems, lo, hi, t0, t1);
             task += t1 - t0;
           }
