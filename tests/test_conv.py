@@ -631,6 +631,40 @@ def test_weight_gradient_row_splits(layout, case):
     assert all(torch.equal(results[0], r) for r in results[1:])
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", [
+    (2, 24, 40, 64, 1, 1),   # 8192 pixels: 4 runs
+    (1, 40, 24, 70, 1, 2),   # 4900 pixels, groups: 2 runs
+    (3, 16, 8, 111, 2, 1),   # strided, 9408 pixels: 4 runs
+    (2, 8, 12, 40, 1, 1),    # 3200 pixels: one run
+])
+def test_weight_gradient_1x1_pixel_runs(layout, dtype, case):
+    """The 1x1 weight gradient summed in runs of pixels (partial sums added in order): torch's
+    result, and the same bits on 1, 2 and 3 threads."""
+    n, c, oc, h, stride, groups = case
+    gen = torch.Generator().manual_seed(c + oc)
+    x = to_layout(torch.randn(n, c, h, h, generator=gen, dtype=dtype), layout)
+    w = torch.randn(oc, c // groups, 1, 1, generator=gen, dtype=dtype)
+    go = to_layout(torch.randn_like(F.conv2d(x, w, stride=stride, groups=groups)), layout)
+    x_before, go_before = x.clone(), go.clone()
+    args = (go, x, w, [stride] * 2, [0] * 4, [1, 1], groups, [False, True, False])
+    ref = torch.ops.aten.convolution_backward(go.double(), x.double(), w.double(), None, [stride] * 2, [0, 0],
+                                              [1, 1], False, [0, 0], groups, [False, True, False])[1]
+    old = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            results.append(torch.ops.fastconv.conv2d_backward(*args)[1])
+    finally:
+        torch.set_num_threads(old)
+    tol = 1e-10 if dtype == torch.float64 else 1e-3
+    torch.testing.assert_close(results[0].double(), ref, rtol=tol, atol=tol)
+    assert all(torch.equal(results[0], r) for r in results[1:])
+    assert torch.equal(x, x_before) and torch.equal(go, go_before)
+
+
 def test_conv_algo_switch_is_validated():
     with pytest.raises(ValueError, match="conv algorithm must be one of"):
         fastconv.set_conv_algo("winograd4x4")

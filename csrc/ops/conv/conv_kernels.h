@@ -80,16 +80,19 @@ inline bool wgrad_oc_lanes(const ConvParams& p, int mr, int nr) {
   return 1.1 * lane_share(o, nr) * lane_share(j, mr) >= lane_share(j, nr) * lane_share(o, mr);
 }
 
-// Work split of the 1x1 weight gradient (weight_grad_1x1): task = (group, block of
-// slivers_per_task input-channel slivers of nr, split of rows_per_split output channels),
-// tasks = groups * sliver_blocks * row_splits; the reduction over the N * OH * OW output
-// pixels runs in chunks of `chunk` pixels in order, whatever the split (same bits for any
-// thread count).
+// Work split of the 1x1 weight gradient (weight_grad_1x1): task = (run of output pixels,
+// group, block of slivers_per_task input-channel slivers of nr, split of rows_per_split
+// output channels), tasks = runs * groups * sliver_blocks * row_splits. Run r sums pixels
+// [r * P / runs, (r + 1) * P / runs) of the P = N * OH * OW in chunks of `chunk` pixels in
+// order, into gw for r = 0 and into partial sums of its own for the others, which the
+// caller adds to gw in order. The runs depend on the shape only (same bits for any thread
+// count).
 struct Wgrad1x1Plan {
   int64_t chunk = 256;
+  int64_t runs = 1;
   int64_t slivers_per_task = 1, sliver_blocks = 1;
   int64_t rows_per_split = 1, row_splits = 1;
-  int64_t tasks(const ConvParams& p) const { return p.groups * sliver_blocks * row_splits; }
+  int64_t tasks(const ConvParams& p) const { return runs * p.groups * sliver_blocks * row_splits; }
 };
 
 template <class T>
@@ -163,9 +166,10 @@ struct ConvKernels {
   int64_t (*weight_grad_tiles)(const ConvParams& p);
   // Weight gradient of a 1x1 layer without padding (any stride, groups) into
   // gw[g][o][ic], as a GEMM over all output pixels; x read in place with strides xs, go
-  // contiguous (either layout). Overwrites gw.
+  // contiguous (either layout). Overwrites gw with the first run's sums and partials
+  // (runs - 1 arrays shaped as gw) with the others'.
   void (*weight_grad_1x1)(const T* go, Strides4 gs, const T* x, Strides4 xs, const ConvParams& p,
-                          const Wgrad1x1Plan& plan, T* gw, int64_t task_begin, int64_t task_end);
+                          const Wgrad1x1Plan& plan, T* gw, T* partials, int64_t task_begin, int64_t task_end);
 
   // Input gradient of a strided layer: scatter-adds into a zeroed padded NHWC buffer
   // gx[N][hp][wp][C]; task = (n, group, input-channel block of nr); weights packed with

@@ -1081,7 +1081,7 @@ void weight_grad(const T* go, Strides4 gs, const PaddedNhwc<T>& x, const ConvPar
 // are broadcast from the output gradient in place (MR rows, a run of pixels per segment).
 template <class T>
 void weight_grad_1x1(const T* go, Strides4 gs, const T* x, Strides4 xs, const ConvParams& p,
-                     const Wgrad1x1Plan& plan, T* gw, int64_t task_begin, int64_t task_end) {
+                     const Wgrad1x1Plan& plan, T* gw, T* partials, int64_t task_begin, int64_t task_end) {
   using S = typename Tile<T>::S;
   using V = typename Tile<T>::V;
   constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR, NV = Tile<T>::NV, W = Tile<T>::W;
@@ -1099,9 +1099,16 @@ void weight_grad_1x1(const T* go, Strides4 gs, const T* x, Strides4 xs, const Co
   const bool pack_a = std::min(plan.slivers_per_task, slivers) * NR >= 128;
   std::vector<T> abuf(pack_a ? static_cast<size_t>((mc + MR) * kc) : 0);
   NextPanel<T> next;
-  const bool prefetch = p.sh == 1 && p.sw == 1 && xs.w == 1 && xs.h == p.W && xs.c == p.H * p.W &&
-                        xs.n == p.C * p.H * p.W;
-  for (int64_t t = task_begin; t < task_end; ++t) {
+  NextRows<T> next_rows;
+  const bool unit = p.sh == 1 && p.sw == 1;
+  const bool prefetch = unit && xs.w == 1 && xs.h == p.W && xs.c == p.H * p.W && xs.n == p.C * p.H * p.W;
+  const bool prefetch_rows = unit && xs.c == 1 && xs.w == p.C && xs.h == p.W * p.C && xs.n == p.H * p.W * p.C;
+  PrefetchRuns<T>& pf_runs = prefetch_rows ? static_cast<PrefetchRuns<T>&>(next_rows) : next;
+  const int64_t per_run = p.groups * plan.sliver_blocks * plan.row_splits;
+  for (int64_t task = task_begin; task < task_end; ++task) {
+    const int64_t run = task / per_run, t = task % per_run;
+    const int64_t q_begin = run * total / plan.runs, q_end = (run + 1) * total / plan.runs;
+    T* const gr = run == 0 ? gw : partials + (run - 1) * p.OC * icg;
     const int64_t rs = t % plan.row_splits, sb = t / plan.row_splits % plan.sliver_blocks;
     const int64_t g = t / plan.row_splits / plan.sliver_blocks;
     const int64_t o_begin = std::min(ocg, rs * plan.rows_per_split);
@@ -1109,8 +1116,8 @@ void weight_grad_1x1(const T* go, Strides4 gs, const T* x, Strides4 xs, const Co
     const int64_t jb0 = sb * plan.slivers_per_task;
     const int64_t nb = std::min(plan.slivers_per_task, slivers - jb0);
     if (o_begin >= o_end || nb <= 0) continue;
-    for (int64_t q0 = 0; q0 < total; q0 += kc) {
-      const int64_t kk = std::min(kc, total - q0);
+    for (int64_t q0 = q_begin; q0 < q_end; q0 += kc) {
+      const int64_t kk = std::min(kc, q_end - q0);
       // Runs of pixels: a == offset in x (xsegs) or go (dsegs), b == k (xsegs) or k * NR.
       xsegs.clear();
       dsegs.clear();
@@ -1129,18 +1136,7 @@ void weight_grad_1x1(const T* go, Strides4 gs, const T* x, Strides4 xs, const Co
       auto pack_sliver = [&](int64_t s, T* dst) {
         const int64_t c0 = g * icg + (jb0 + s) * NR;
         const int valid = static_cast<int>(std::min<int64_t>(NR, icg - (jb0 + s) * NR));
-        if (xs.c == 1) {
-          int lanes[NV];
-          tile_lanes<T>(valid, lanes);
-          for (const Seg& sg : xsegs)
-            for (int64_t j = 0; j < sg.len; ++j) {
-              const T* src = x + sg.a + j * xstep + c0;
-              T* d = dst + (sg.b + j) * NR;
-              for (int v = 0; v < NV; ++v)
-                S::store(d + v * W, lanes[v] == W ? S::load(src + v * W)
-                                                  : lanes[v] ? S::load_n(src + v * W, lanes[v]) : S::zero());
-            }
-        } else {
+        {
           if (valid < NR)
             for (int64_t k = 0; k < kk; ++k)
               for (int lane = valid; lane < NR; ++lane) dst[k * NR + lane] = T(0);
@@ -1156,17 +1152,36 @@ void weight_grad_1x1(const T* go, Strides4 gs, const T* x, Strides4 xs, const Co
           }
         }
       };
-      const bool one_block = o_end - o_begin <= mc;
-      if (!one_block)
+      // channels_last: every sliver is packed in one pass over the pixels, each pixel's
+      // channels read as one run (sliver by sliver, the reads were 128-byte pieces a row
+      // apart, each pass waiting on memory: ~13% of 256 -> 64 at 56x56).
+      const bool one_block = o_end - o_begin <= mc && xs.c != 1;
+      if (xs.c == 1) {
+        const T* xc = x + g * icg + jb0 * NR;
+        const int64_t cw = std::min(nb * NR, icg - jb0 * NR);
+        for (const Seg& sg : xsegs)
+          for (int64_t j = 0; j < sg.len; ++j) {
+            const T* src = xc + sg.a + j * xstep;
+            T* d = panel.data() + (sg.b + j) * NR;
+            for (int64_t c = 0; c < nb * NR; c += W, src += W) {
+              const int64_t n = std::clamp<int64_t>(cw - c, 0, W);
+              T* dc = d + c / NR * kk * NR + c % NR;
+              S::store(dc, n == W ? S::load(src) : n ? S::load_n(src, static_cast<int>(n)) : S::zero());
+            }
+          }
+      } else if (!one_block) {
         for (int64_t s = 0; s < nb; ++s) pack_sliver(s, panel.data() + s * kk * NR);
-      // A contiguous NCHW input's next chunk is prefetched during this one's products (its
-      // channel planes are as many short streams as in the 1x1 forward).
-      if (prefetch && q0 + kc < total)
-        next.reset(x, p, g, q0 + kc, std::min(total, q0 + 2 * kc), jb0 * NR, std::min(nb * NR, icg - jb0 * NR));
+      }
+      // The next chunk of a contiguous input is prefetched during this one's products (NCHW:
+      // its channel planes are as many short streams as in the 1x1 forward).
+      if (prefetch && q0 + kc < q_end)
+        next.reset(x, p, g, q0 + kc, std::min(q_end, q0 + 2 * kc), jb0 * NR, std::min(nb * NR, icg - jb0 * NR));
+      else if (prefetch_rows && q0 + kc < q_end)
+        next_rows.reset(x, p, g, q0 + kc, std::min(q_end, q0 + 2 * kc), jb0 * NR, std::min(nb * NR, icg - jb0 * NR));
       else
-        next.clear();
-      const int64_t per_call = next.lines / std::max<int64_t>(1, nb * ((o_end - o_begin + MR - 1) / MR)) + 1;
-      const bool first = q0 == 0;
+        pf_runs.clear();
+      const int64_t per_call = pf_runs.lines / std::max<int64_t>(1, nb * ((o_end - o_begin + MR - 1) / MR)) + 1;
+      const bool first = q0 == q_begin;
       for (int64_t m0 = o_begin; m0 < o_end; m0 += mc) {
         const int64_t m1 = std::min(o_end, m0 + mc);
         if (pack_a) {
@@ -1182,10 +1197,14 @@ void weight_grad_1x1(const T* go, Strides4 gs, const T* x, Strides4 xs, const Co
                 const T* src = a + sg.a + j * gs.w;
                 T* d = abuf.data() + (sg.b / NR + j) * MR;
                 for (int64_t b = 0; b < nblk; ++b, d += kk * MR, src += MR) {
-                  const int64_t rows = std::min<int64_t>(MR, m1 - m0 - b * MR);
-                  int64_t r = 0;
-                  for (; r < rows; ++r) d[r] = src[r];
-                  for (; r < MR; ++r) d[r] = T(0);
+                  const int rows = static_cast<int>(std::min<int64_t>(MR, m1 - m0 - b * MR));
+                  if constexpr (MR <= W) {  // one masked vector per block
+                    S::store_n(d, S::load_n(src, rows), MR);
+                  } else {
+                    int r = 0;
+                    for (; r < rows; ++r) d[r] = src[r];
+                    for (; r < MR; ++r) d[r] = T(0);
+                  }
                 }
               }
           } else {
@@ -1212,15 +1231,17 @@ void weight_grad_1x1(const T* go, Strides4 gs, const T* x, Strides4 xs, const Co
           if (one_block) pack_sliver(s, panel.data());
           for (int64_t o0 = m0; o0 < m1; o0 += MR) {
             const int m = static_cast<int>(std::min<int64_t>(MR, m1 - o0));
-            T* gt = gw + (g * ocg + o0) * icg + (jb0 + s) * NR;
+            T* gt = gr + (g * ocg + o0) * icg + (jb0 + s) * NR;
             const T* a = go + (g * ocg + o0) * gs.c;
-            next.issue(per_call);
+            // The packed microkernel issues its share among its FMAs (see PrefetchRuns).
+            const auto pf = pack_a ? pf_runs.take(std::min(kk, per_call)) : typename PrefetchRuns<T>::Run{nullptr, 0, 0};
+            if (!pack_a) pf_runs.issue(per_call);
             with_rows<1, MR>(m, [&](auto mcnt) {
               constexpr int M = decltype(mcnt)::value;
               V acc[M][NV];
               load_tile<T, M>(acc, first ? nullptr : gt, icg, lanes);
               if (pack_a)
-                ukernel_packed<T, M>(abuf.data() + (o0 - m0) * kk, bs, kk, acc);
+                ukernel_packed<T, M>(abuf.data() + (o0 - m0) * kk, bs, kk, acc, nullptr, 0, nullptr, pf.p, pf.stride, pf.n);
               else
                 ukernel<T, M, false>(a, gs.c, gs.w, bs, NR, dsegs.data(), static_cast<int64_t>(dsegs.size()), acc, NR);
               for (int r = 0; r < M; ++r)
