@@ -665,6 +665,44 @@ def test_weight_gradient_1x1_pixel_runs(layout, dtype, case):
     assert torch.equal(x, x_before) and torch.equal(go, go_before)
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", [
+    # (N, C, OC, H, W, k, stride, padding, dilation): runs of output rows and output-channel blocks
+    (64, 1, 6, 28, 28, 5, 1, 0, 1),     # LeNet conv1: 1536 rows, 8 runs, one whole block
+    (9, 3, 8, 20, 37, 5, 1, 2, 1),      # a whole block of 6 and 2 channels one at a time
+    (5, 2, 7, 30, 19, (3, 4), (2, 1), 1, (1, 2)),  # stride along H only, dilation, odd width
+    (3, 1, 4, 12, 12, 3, 1, 0, 1),      # one run
+])
+def test_weight_gradient_pixel_lanes(layout, dtype, case):
+    """The weight gradient with output pixels in the lanes (few channels): torch's result, and
+    the same bits on 1, 2 and 3 threads."""
+    n, c, oc, h, w_, k, stride, pad, dil = case
+    gen = torch.Generator().manual_seed(oc)
+    x = to_layout(torch.randn(n, c, h, w_, generator=gen, dtype=dtype), layout)
+    kh, kw = (k, k) if isinstance(k, int) else k
+    w = torch.randn(oc, c, kh, kw, generator=gen, dtype=dtype)
+    sh, sw = (stride, stride) if isinstance(stride, int) else stride
+    dh, dw = (dil, dil) if isinstance(dil, int) else dil
+    go = to_layout(torch.randn_like(F.conv2d(x, w, stride=(sh, sw), padding=pad, dilation=(dh, dw))), layout)
+    x_before, go_before = x.clone(), go.clone()
+    args = (go, x, w, [sh, sw], [pad] * 4, [dh, dw], 1, [False, True, False])
+    ref = torch.ops.aten.convolution_backward(go.double(), x.double(), w.double(), None, [sh, sw], [pad, pad],
+                                              [dh, dw], False, [0, 0], 1, [False, True, False])[1]
+    old = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            results.append(torch.ops.fastconv.conv2d_backward(*args)[1])
+    finally:
+        torch.set_num_threads(old)
+    tol = 1e-10 if dtype == torch.float64 else 1e-3
+    torch.testing.assert_close(results[0].double(), ref, rtol=tol, atol=tol)
+    assert all(torch.equal(results[0], r) for r in results[1:])
+    assert torch.equal(x, x_before) and torch.equal(go, go_before)
+
+
 def test_conv_algo_switch_is_validated():
     with pytest.raises(ValueError, match="conv algorithm must be one of"):
         fastconv.set_conv_algo("winograd4x4")

@@ -793,6 +793,17 @@ Wgrad1x1Plan wgrad_1x1_plan(const ConvParams& p, int64_t nr, int64_t elem_bytes)
   return plan;
 }
 
+// The pixels-in-lanes weight gradient (weight_grad_rows), as the NCHW direct forward: stride
+// 1 along W, and under auto for a few input channels, a row of at least 8 output pixels and
+// at most two blocks of output channels (every task then re-reads its input rows).
+template <class T>
+bool use_wgrad_rows(const ConvParams& p, const ConvKernels<T>* kt) {
+  const ConvAlgo a = forced_conv_algo();
+  if (p.sw != 1 || p.KW > kMaxRowsKW || !(a == ConvAlgo::Auto || a == ConvAlgo::NchwDirect)) return false;
+  return a == ConvAlgo::NchwDirect ||
+         (p.icg() <= 4 && p.OW >= 8 && p.ocg() <= 2 * kt->weight_grad_rows_block(p.KW));
+}
+
 // The weight gradient by F(2x2, 3x3)'s dual tile where the forward would run F(2x2, 3x3)
 // (auto, or winograd forced). Under auto, with at least one tile per 128 KB of the sum
 // buffer (16 x OC x C values), which every chunk of tiles reads and writes: batch 1 at
@@ -917,6 +928,28 @@ void weight_and_bias_grad(const ConvParams& p, const at::Tensor& go, const at::T
     T* parts = plan.runs > 1 ? part.mutable_data_ptr<T>() : nullptr;
     at::parallel_for(0, plan.tasks(p), 1, [&](int64_t b, int64_t e) {
       kt->weight_grad_1x1(gs, gst, xs, xst, p, plan, out, parts, b, e);
+    });
+    if (parts)
+      at::parallel_for(0, numel, 4096, [&](int64_t b, int64_t e) {
+        for (int64_t r = 0; r + 1 < plan.runs; ++r)
+          for (int64_t i = b; i < e; ++i) out[i] += parts[r * numel + i];
+      });
+  } else if (gw && use_wgrad_rows(p, kt)) {
+    // Pixels in the lanes: LeNet's first layer (1 -> 6, 5x5 at 28x28) has 5 weight tiles of
+    // 1 x 32 output channels x 5 taps for the oc-lanes kernel, 6 of 32 lanes busy.
+    WgradRowsPlan plan;
+    plan.ob = kt->weight_grad_rows_block(p.KW);
+    plan.runs = std::clamp<int64_t>(p.N * p.OH / 128, 1, 8);
+    const at::Tensor xp = at::constant_pad_nd(nchw_contiguous(x), {p.pl, p.pr, p.pt, p.pb}, 0).contiguous();
+    const at::Tensor gc = nchw_contiguous(go);
+    const int64_t numel = gw->numel();
+    at::Tensor part = plan.runs > 1 ? at::empty({(plan.runs - 1) * numel}, gw->options()) : at::Tensor();
+    T* parts = plan.runs > 1 ? part.mutable_data_ptr<T>() : nullptr;
+    T* out = gw->mutable_data_ptr<T>();
+    const int64_t tasks = plan.runs * p.groups * p.icg() * p.KH * ceil_div(p.ocg(), plan.ob);
+    at::parallel_for(0, tasks, 1, [&](int64_t b, int64_t e) {
+      kt->weight_grad_rows(gc.const_data_ptr<T>(), xp.const_data_ptr<T>(), xp.size(2), xp.size(3), p, plan, out,
+                           parts, b, e);
     });
     if (parts)
       at::parallel_for(0, numel, 4096, [&](int64_t b, int64_t e) {

@@ -95,6 +95,14 @@ struct Wgrad1x1Plan {
   int64_t tasks(const ConvParams& p) const { return runs * p.groups * sliver_blocks * row_splits; }
 };
 
+// Work split of the pixels-in-lanes weight gradient (weight_grad_rows): `ob` output
+// channels per task, the N * OH output rows in `runs` runs of their own (by shape alone).
+struct WgradRowsPlan {
+  int64_t ob = 1, runs = 1;
+};
+// Widest kernel weight_grad_rows is compiled for.
+constexpr int kMaxRowsKW = 11;
+
 template <class T>
 struct ConvKernels {
   int mr;  // output pixels per microkernel tile (NHWC orientation)
@@ -170,6 +178,14 @@ struct ConvKernels {
   // (runs - 1 arrays shaped as gw) with the others'.
   void (*weight_grad_1x1)(const T* go, Strides4 gs, const T* x, Strides4 xs, const ConvParams& p,
                           const Wgrad1x1Plan& plan, T* gw, T* partials, int64_t task_begin, int64_t task_end);
+  // Weight gradient into gw[g][o][kh][kw][ic] with output pixels in the lanes (few channels,
+  // stride 1 along W): go
+  // contiguous NCHW, xp a zero-padded contiguous NCHW input of hp x wp planes. Tasks =
+  // runs * groups * (C / groups) * KH * ceil((OC / groups) / ob); run 0 overwrites gw,
+  // run r > 0 partials + (r - 1) * gw.numel().
+  void (*weight_grad_rows)(const T* go, const T* xp, int64_t hp, int64_t wp, const ConvParams& p,
+                           const WgradRowsPlan& plan, T* gw, T* partials, int64_t task_begin, int64_t task_end);
+  int64_t (*weight_grad_rows_block)(int64_t kw);  // largest ob for a kernel width
 
   // Input gradient of a strided layer: scatter-adds into a zeroed padded NHWC buffer
   // gx[N][hp][wp][C]; task = (n, group, input-channel block of nr); weights packed with

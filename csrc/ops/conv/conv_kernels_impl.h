@@ -1289,6 +1289,116 @@ void weight_grad_1x1(const T* go, Strides4 gs, const T* x, Strides4 xs, const Co
   }
 }
 
+// ---- weight gradient, output pixels in the lanes ----------------------------------------
+
+// Accumulator vectors of weight_grad_rows: all but the output-gradient vector and a spare of
+// the register file (x is read by the FMAs' memory operands).
+template <class S>
+constexpr int rows_accumulators() {
+  return S::W >= 16 ? 30 : S::W >= 8 ? 14 : 8;
+}
+
+// c[o][kw] += the products of NO output-gradient rows (g + o * g_o, `nr` rows g_r apart) with
+// the input rows x + kw * dw (x_r apart), OW pixels each, a vector at a time. Never inlined,
+// as ukernel: inlined into the task loop GCC kept the sums on the stack.
+template <class T, int KW, int NO>
+__attribute__((noinline)) void rows_sum(typename Tile<T>::V (&acc)[NO][KW], const T* FASTCONV_RESTRICT g, int64_t g_o,
+                                     int64_t g_r, const T* FASTCONV_RESTRICT x, int64_t x_r, int64_t dw, int64_t nr,
+                                     int64_t OW) {
+  using S = typename Tile<T>::S;
+  using V = typename Tile<T>::V;
+  constexpr int W = S::W;
+  V c[NO][KW];
+#pragma GCC unroll 30
+  for (int o = 0; o < NO; ++o)
+#pragma GCC unroll 11
+    for (int kw = 0; kw < KW; ++kw) c[o][kw] = acc[o][kw];
+  const int64_t full = OW / W * W;
+  const int tail = static_cast<int>(OW - full);
+  for (int64_t r = 0; r < nr; ++r, g += g_r, x += x_r) {
+    for (int64_t w0 = 0; w0 < full; w0 += W) {
+#pragma GCC unroll 30
+      for (int o = 0; o < NO; ++o) {
+        const V gv = S::load(g + o * g_o + w0);
+#pragma GCC unroll 11
+        for (int kw = 0; kw < KW; ++kw) c[o][kw] = S::fma(gv, S::load(x + w0 + kw * dw), c[o][kw]);
+      }
+    }
+    if (tail) {
+#pragma GCC unroll 30
+      for (int o = 0; o < NO; ++o) {
+        const V gv = S::load_n(g + o * g_o + full, tail);
+#pragma GCC unroll 11
+        for (int kw = 0; kw < KW; ++kw) c[o][kw] = S::fma(gv, S::load_n(x + full + kw * dw, tail), c[o][kw]);
+      }
+    }
+  }
+#pragma GCC unroll 30
+  for (int o = 0; o < NO; ++o)
+#pragma GCC unroll 11
+    for (int kw = 0; kw < KW; ++kw) acc[o][kw] = c[o][kw];
+}
+
+template <class T, int KW>
+void weight_grad_rows_kw(const T* go, const T* xp, int64_t hp, int64_t wp, const ConvParams& p,
+                         const WgradRowsPlan& plan, T* gw, T* partials, int64_t task_begin, int64_t task_end) {
+  using S = typename Tile<T>::S;
+  using V = typename Tile<T>::V;
+  constexpr int MAXO = std::max(1, rows_accumulators<S>() / KW);
+  const int64_t icg = p.icg(), ocg = p.ocg(), ohw = p.OH * p.OW, rows = p.N * p.OH;
+  const int64_t oblocks = (ocg + plan.ob - 1) / plan.ob;
+  const int64_t per_run = p.groups * icg * p.KH * oblocks;
+  for (int64_t task = task_begin; task < task_end; ++task) {
+    const int64_t run = task / per_run, t = task % per_run;
+    const int64_t obk = t % oblocks, kh = t / oblocks % p.KH, c = t / oblocks / p.KH % icg;
+    const int64_t g = t / oblocks / p.KH / icg;
+    const int64_t o0 = obk * plan.ob, no = std::min(plan.ob, ocg - o0);
+    const int64_t r0 = run * rows / plan.runs, r1 = (run + 1) * rows / plan.runs;
+    T* out = run == 0 ? gw : partials + (run - 1) * p.OC * icg * p.KH * p.KW;
+    // A whole block of MAXO channels at once, the channels of a short block one at a time.
+    for (int64_t ob = 0; ob < no;) {
+      const bool whole = no - ob == MAXO;
+      const int64_t cnt = whole ? MAXO : 1;
+      V acc[MAXO][KW];
+      for (int o = 0; o < MAXO; ++o)
+        for (int kw = 0; kw < KW; ++kw) acc[o][kw] = S::zero();
+      for (int64_t row = r0; row < r1;) {
+        const int64_t n = row / p.OH, oh = row % p.OH, nr = std::min(r1 - row, p.OH - oh);
+        const T* gr = go + (n * p.OC + g * ocg + o0 + ob) * ohw + oh * p.OW;
+        const T* xr = xp + ((n * p.C + g * icg + c) * hp + oh * p.sh + kh * p.dh) * wp;
+        if (whole)
+          rows_sum<T, KW, MAXO>(acc, gr, ohw, p.OW, xr, p.sh * wp, p.dw, nr, p.OW);
+        else
+          rows_sum<T, KW, 1>(reinterpret_cast<V(&)[1][KW]>(acc[0]), gr, ohw, p.OW, xr, p.sh * wp, p.dw, nr, p.OW);
+        row += nr;
+      }
+      for (int64_t o = 0; o < cnt; ++o)
+        for (int kw = 0; kw < KW; ++kw)
+          out[(((g * ocg + o0 + ob + o) * p.KH + kh) * p.KW + kw) * icg + c] = S::reduce_add(acc[o][kw]);
+      ob += cnt;
+    }
+  }
+}
+
+// gw (OC, KH, KW, C / groups) of a layer with stride 1 along W, from an NCHW output gradient
+// and a zero-padded NCHW input xp (hp x wp planes): task = (run of output rows, group, input
+// channel, kh, block of plan.ob output channels), holding ob x KW vectors of sums over the
+// run's rows, a vector of output pixels at a time. Run 0 writes gw, run r > 0 partials
+// + (r - 1) * gw.numel() (added in order by the caller).
+template <class T>
+void weight_grad_rows(const T* go, const T* xp, int64_t hp, int64_t wp, const ConvParams& p,
+                      const WgradRowsPlan& plan, T* gw, T* partials, int64_t task_begin, int64_t task_end) {
+  with_rows<1, kMaxRowsKW>(static_cast<int>(p.KW), [&](auto kw) {
+    weight_grad_rows_kw<T, decltype(kw)::value>(go, xp, hp, wp, p, plan, gw, partials, task_begin, task_end);
+  });
+}
+
+// Output channels per task of weight_grad_rows for a kernel width (the accumulators it has).
+template <class T>
+int64_t weight_grad_rows_block(int64_t kw) {
+  return std::max<int64_t>(1, rows_accumulators<typename Tile<T>::S>() / std::max<int64_t>(1, kw));
+}
+
 // ---- input gradient (strided layers) -----------------------------------------------------
 
 template <class T>
@@ -1687,6 +1797,8 @@ const ConvKernels<T>* make_table() {
       &weight_grad<T>,
       &weight_grad_tiles<T>,
       &weight_grad_1x1<T>,
+      &weight_grad_rows<T>,
+      &weight_grad_rows_block<T>,
       &input_grad_scatter<T>,
       &bias_grad<T>,
       &winograd_weight<T>,
