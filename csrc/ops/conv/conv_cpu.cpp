@@ -301,7 +301,10 @@ class OutputBands {
     T* ys = y_.mutable_data_ptr<T>();
     const Strides4 yst = strides_of(y_);
     const T* src = base_;
-    at::parallel_for(lo, hi, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, p_.OW * p_.OC)),
+    // An even share of the rows per thread: the NCHW unpacking writes each channel plane's
+    // run of rows in one go.
+    const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+    at::parallel_for(lo, hi, std::max<int64_t>(ceil_div(hi - lo, threads), 4096 / std::max<int64_t>(1, p_.OW * p_.OC)),
                      [&](int64_t b, int64_t e) {
                        kt_->unpack_nhwc(src, p_.OH, p_.OW, p_.OC, 0, 0, p_.OH, p_.OW, ys, yst, ep_.residual,
                                         ep_.rs, ep_.relu, b, e);

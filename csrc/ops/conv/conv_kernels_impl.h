@@ -290,6 +290,25 @@ template <class T>
 void unpack_nhwc(const T* src, int64_t hp, int64_t wp, int64_t C, int64_t pt, int64_t pl, int64_t H,
                  int64_t W, T* dst, Strides4 d, const T* res, Strides4 rs, bool relu, int64_t row_begin,
                  int64_t row_end) {
+  if (d.w == 1 && d.h == W && wp == W && pl == 0 && !res && !relu) {
+    // NCHW rows without padding: an image's run of rows is one contiguous run of each
+    // channel plane, written a block of 8 planes at a time along the whole run.
+    for (int64_t row = row_begin; row < row_end;) {
+      const int64_t n = row / H, h = row % H, nr = std::min(row_end - row, H - h), npix = nr * W;
+      const T* sr = src + (n * hp + h + pt) * wp * C;
+      T* dr = dst + n * d.n + h * d.h;
+      for (int64_t c0 = 0; c0 < C; c0 += 8) {
+        const int64_t nc = std::min<int64_t>(8, C - c0);
+        int64_t i = 0;
+        if (nc == 8)
+          for (; i + 8 <= npix; i += 8) transpose8x8(sr + i * C + c0, C, dr + c0 * d.c + i, d.c);
+        for (; i < npix; ++i)
+          for (int64_t c = c0; c < c0 + nc; ++c) dr[c * d.c + i] = sr[i * C + c];
+      }
+      row += nr;
+    }
+    return;
+  }
   for (int64_t row = row_begin; row < row_end; ++row) {
     const int64_t n = row / H, h = row % H;
     const T* sr = src + ((n * hp + h + pt) * wp + pl) * C;
