@@ -915,6 +915,17 @@ void winograd_weight_grad(const ConvParams& p, const at::Tensor& go, const at::T
   }
 }
 
+// out += parts[0] + ... + parts[count - 1] (numel values each), added in that order, so the
+// bits depend on the run count alone.
+template <class T>
+void add_partials(T* out, const T* parts, int64_t count, int64_t numel) {
+  if (count <= 0) return;
+  at::parallel_for(0, numel, 4096, [&](int64_t b, int64_t e) {
+    for (int64_t r = 0; r < count; ++r)
+      for (int64_t i = b; i < e; ++i) out[i] += parts[r * numel + i];
+  });
+}
+
 template <class T>
 void weight_and_bias_grad(const ConvParams& p, const at::Tensor& go, const at::Tensor& x, at::Tensor* gw,
                           at::Tensor* gb) {
@@ -932,11 +943,7 @@ void weight_and_bias_grad(const ConvParams& p, const at::Tensor& go, const at::T
     at::parallel_for(0, plan.tasks(p), 1, [&](int64_t b, int64_t e) {
       kt->weight_grad_1x1(gs, gst, xs, xst, p, plan, out, parts, b, e);
     });
-    if (parts)
-      at::parallel_for(0, numel, 4096, [&](int64_t b, int64_t e) {
-        for (int64_t r = 0; r + 1 < plan.runs; ++r)
-          for (int64_t i = b; i < e; ++i) out[i] += parts[r * numel + i];
-      });
+    add_partials(out, parts, plan.runs - 1, numel);
   } else if (gw && use_wgrad_rows(p, kt)) {
     // Pixels in the lanes: LeNet's first layer (1 -> 6, 5x5 at 28x28) has 5 weight tiles of
     // 1 x 32 output channels x 5 taps for the oc-lanes kernel, 6 of 32 lanes busy.
@@ -954,11 +961,7 @@ void weight_and_bias_grad(const ConvParams& p, const at::Tensor& go, const at::T
       kt->weight_grad_rows(gc.const_data_ptr<T>(), xp.const_data_ptr<T>(), xp.size(2), xp.size(3), p, plan, out,
                            parts, b, e);
     });
-    if (parts)
-      at::parallel_for(0, numel, 4096, [&](int64_t b, int64_t e) {
-        for (int64_t r = 0; r + 1 < plan.runs; ++r)
-          for (int64_t i = b; i < e; ++i) out[i] += parts[r * numel + i];
-      });
+    add_partials(out, parts, plan.runs - 1, numel);
   } else if (gw) {
     // An Inf or NaN in x or go always reaches the Winograd sums (a product with it is Inf or
     // NaN), and the tile's transforms mix it into NaN where the direct sums keep Inf: such a

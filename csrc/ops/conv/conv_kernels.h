@@ -179,8 +179,8 @@ struct ConvKernels {
   void (*weight_grad_1x1)(const T* go, Strides4 gs, const T* x, Strides4 xs, const ConvParams& p,
                           const Wgrad1x1Plan& plan, T* gw, T* partials, int64_t task_begin, int64_t task_end);
   // Weight gradient into gw[g][o][kh][kw][ic] with output pixels in the lanes (few channels,
-  // stride 1 along W): go
-  // contiguous NCHW, xp a zero-padded contiguous NCHW input of hp x wp planes. Tasks =
+  // stride 1 along W): go contiguous NCHW, xp a zero-padded contiguous NCHW input of hp x wp
+  // planes. Tasks =
   // runs * groups * (C / groups) * KH * ceil((OC / groups) / ob); run 0 overwrites gw,
   // run r > 0 partials + (r - 1) * gw.numel().
   void (*weight_grad_rows)(const T* go, const T* xp, int64_t hp, int64_t wp, const ConvParams& p,

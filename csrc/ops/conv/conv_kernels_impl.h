@@ -1183,25 +1183,24 @@ void weight_grad_1x1(const T* go, Strides4 gs, const T* x, Strides4 xs, const Co
         add_run(dsegs, {d, k * NR, len}, gs.w);
         q += len;
       }
-      // Input-channel sliver s of this chunk as [k][NR]. With one block of output channels
-      // each sliver is packed just before its products (still in L1); with several, all
-      // are packed first and serve every block.
+      // Input-channel sliver s of this chunk as [k][NR], from channel planes (channels_last
+      // is packed below, all slivers in one pass). With one block of output channels each
+      // sliver is packed just before its products (still in L1); with several, all are
+      // packed first and serve every block.
       auto pack_sliver = [&](int64_t s, T* dst) {
         const int64_t c0 = g * icg + (jb0 + s) * NR;
         const int valid = static_cast<int>(std::min<int64_t>(NR, icg - (jb0 + s) * NR));
-        {
-          if (valid < NR)
-            for (int64_t k = 0; k < kk; ++k)
-              for (int lane = valid; lane < NR; ++lane) dst[k * NR + lane] = T(0);
-          for (const Seg& sg : xsegs) {
-            const T* src = x + c0 * xs.c + sg.a;
-            T* d = dst + sg.b * NR;
-            if (xstep == 1) {
-              transpose_2d(src, xs.c, d, NR, valid, sg.len);  // channel planes to [k][lane]
-            } else {
-              for (int lane = 0; lane < valid; ++lane)
-                for (int64_t j = 0; j < sg.len; ++j) d[j * NR + lane] = src[lane * xs.c + j * xstep];
-            }
+        if (valid < NR)
+          for (int64_t k = 0; k < kk; ++k)
+            for (int lane = valid; lane < NR; ++lane) dst[k * NR + lane] = T(0);
+        for (const Seg& sg : xsegs) {
+          const T* src = x + c0 * xs.c + sg.a;
+          T* d = dst + sg.b * NR;
+          if (xstep == 1) {
+            transpose_2d(src, xs.c, d, NR, valid, sg.len);  // channel planes to [k][lane]
+          } else {
+            for (int lane = 0; lane < valid; ++lane)
+              for (int64_t j = 0; j < sg.len; ++j) d[j * NR + lane] = src[lane * xs.c + j * xstep];
           }
         }
       };
