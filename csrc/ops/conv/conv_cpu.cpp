@@ -915,16 +915,30 @@ void winograd_weight_grad(const ConvParams& p, const at::Tensor& go, const at::T
   }
 }
 
-// out += parts[0] + ... + parts[count - 1] (numel values each), added in that order, so the
-// bits depend on the run count alone.
+// Sums split into runs by shape alone: run 0 sums into the result, runs 1.. into buffers of
+// their own, added to the result in run order at the end, so the bits depend on the run count
+// and never on the thread count.
 template <class T>
-void add_partials(T* out, const T* parts, int64_t count, int64_t numel) {
-  if (count <= 0) return;
-  at::parallel_for(0, numel, 4096, [&](int64_t b, int64_t e) {
-    for (int64_t r = 0; r < count; ++r)
-      for (int64_t i = b; i < e; ++i) out[i] += parts[r * numel + i];
-  });
-}
+struct RunPartials {
+  at::Tensor buf;
+  T* data = nullptr;
+  int64_t count, numel;
+  // `zeroed`: the kernel adds into a run's buffer rather than writing its first sums.
+  RunPartials(int64_t runs, int64_t numel_, const at::TensorOptions& options, bool zeroed)
+      : count(runs - 1), numel(numel_) {
+    if (count <= 0) return;
+    buf = zeroed ? at::zeros({count * numel}, options) : at::empty({count * numel}, options);
+    data = buf.mutable_data_ptr<T>();
+  }
+  T* run(T* out, int64_t r) const { return r == 0 ? out : data + (r - 1) * numel; }
+  void add_to(T* out) const {
+    if (count <= 0) return;
+    at::parallel_for(0, numel, 4096, [&](int64_t b, int64_t e) {
+      for (int64_t r = 0; r < count; ++r)
+        for (int64_t i = b; i < e; ++i) out[i] += data[r * numel + i];
+    });
+  }
+};
 
 template <class T>
 void weight_and_bias_grad(const ConvParams& p, const at::Tensor& go, const at::Tensor& x, at::Tensor* gw,
@@ -937,13 +951,11 @@ void weight_and_bias_grad(const ConvParams& p, const at::Tensor& go, const at::T
     T* out = gw->mutable_data_ptr<T>();
     const T* xs = x.const_data_ptr<T>();
     const Strides4 xst = strides_of(x);
-    const int64_t numel = gw->numel();
-    at::Tensor part = plan.runs > 1 ? at::empty({(plan.runs - 1) * numel}, gw->options()) : at::Tensor();
-    T* parts = plan.runs > 1 ? part.mutable_data_ptr<T>() : nullptr;
+    const RunPartials<T> parts(plan.runs, gw->numel(), gw->options(), false);
     at::parallel_for(0, plan.tasks(p), 1, [&](int64_t b, int64_t e) {
-      kt->weight_grad_1x1(gs, gst, xs, xst, p, plan, out, parts, b, e);
+      kt->weight_grad_1x1(gs, gst, xs, xst, p, plan, out, parts.data, b, e);
     });
-    add_partials(out, parts, plan.runs - 1, numel);
+    parts.add_to(out);
   } else if (gw && use_wgrad_rows(p, kt)) {
     // Pixels in the lanes: LeNet's first layer (1 -> 6, 5x5 at 28x28) has 5 weight tiles of
     // 1 x 32 output channels x 5 taps for the oc-lanes kernel, 6 of 32 lanes busy.
@@ -952,16 +964,14 @@ void weight_and_bias_grad(const ConvParams& p, const at::Tensor& go, const at::T
     plan.runs = std::clamp<int64_t>(p.N * p.OH / 128, 1, 8);
     const at::Tensor xp = at::constant_pad_nd(nchw_contiguous(x), {p.pl, p.pr, p.pt, p.pb}, 0).contiguous();
     const at::Tensor gc = nchw_contiguous(go);
-    const int64_t numel = gw->numel();
-    at::Tensor part = plan.runs > 1 ? at::empty({(plan.runs - 1) * numel}, gw->options()) : at::Tensor();
-    T* parts = plan.runs > 1 ? part.mutable_data_ptr<T>() : nullptr;
+    const RunPartials<T> parts(plan.runs, gw->numel(), gw->options(), false);
     T* out = gw->mutable_data_ptr<T>();
     const int64_t tasks = plan.runs * p.groups * p.icg() * p.KH * ceil_div(p.ocg(), plan.ob);
     at::parallel_for(0, tasks, 1, [&](int64_t b, int64_t e) {
       kt->weight_grad_rows(gc.const_data_ptr<T>(), xp.const_data_ptr<T>(), xp.size(2), xp.size(3), p, plan, out,
-                           parts, b, e);
+                           parts.data, b, e);
     });
-    add_partials(out, parts, plan.runs - 1, numel);
+    parts.add_to(out);
   } else if (gw) {
     // An Inf or NaN in x or go always reaches the Winograd sums (a product with it is Inf or
     // NaN), and the tile's transforms mix it into NaN where the direct sums keep Inf: such a
@@ -981,12 +991,10 @@ void weight_and_bias_grad(const ConvParams& p, const at::Tensor& go, const at::T
       T* out = oc_lanes ? gwt.mutable_data_ptr<T>() : gw->mutable_data_ptr<T>();
       // Tasks are the weight's tiles; a small weight has few (LeNet's 1 -> 6 5x5: 5 tiles).
       // Where the input is one band, the rows are then cut into `splits` runs of whole
-      // reduction chunks, each summed into a zeroed buffer of its own, and the buffers are
-      // added in order at the end. The runs depend on the shape only, not on the thread count,
-      // and so do the bits. Not for several bands: a band overlapping two runs unevenly left a
-      // thread idle (ResNet stem, 2 threads, 15% slower), and dealing the chunks to the
-      // buffers in turn cost more in per-chunk calls than the balance won. With one band the
-      // band loop below runs once.
+      // reduction chunks (RunPartials). Not for several bands: a band overlapping two runs
+      // unevenly left a thread idle (ResNet stem, 2 threads, 15% slower), and dealing the
+      // chunks to the buffers in turn cost more in per-chunk calls than the balance won. With
+      // one band the band loop below runs once.
       const int64_t tiles = kt->weight_grad_tiles(p), elems = gw->numel();
       const int64_t all_chunks = ceil_div(rows, rpc);
       const int64_t splits =
@@ -994,8 +1002,8 @@ void weight_and_bias_grad(const ConvParams& p, const at::Tensor& go, const at::T
                           : std::clamp<int64_t>(std::min({ceil_div(64, tiles), all_chunks / 4,
                                                           (int64_t(1) << 20) / (elems * int64_t(sizeof(T)))}),
                                                 1, 16);
-      at::Tensor parts = splits > 1 ? at::zeros({splits * elems}, gw->options()) : at::Tensor();
-      T* sums = splits > 1 ? parts.mutable_data_ptr<T>() : out;
+      // Runs after the first start past row 0, so the kernel adds into their zeroed buffers.
+      const RunPartials<T> parts(splits, elems, gw->options(), true);
       for (int64_t r0 = 0; r0 < rows; r0 += per_band) {
         const int64_t r1 = std::min(rows, r0 + per_band);
         const PaddedNhwc<T>& xp = xb.output_rows(p, r0, r1);
@@ -1006,20 +1014,12 @@ void weight_and_bias_grad(const ConvParams& p, const at::Tensor& go, const at::T
             const int64_t sp = task / tiles, t0 = task % tiles, t1 = std::min(tiles, t0 + e - task);
             const int64_t lo = splits > 1 ? sp * all_chunks / splits * rpc : r0;
             const int64_t hi = splits > 1 ? std::min(rows, (sp + 1) * all_chunks / splits * rpc) : r1;
-            kt->weight_grad(gs, gst, xp, p, sums + sp * elems, lo, hi, t0, t1);
+            kt->weight_grad(gs, gst, xp, p, parts.run(out, sp), lo, hi, t0, t1);
             task += t1 - t0;
           }
         });
       }
-      if (splits > 1) {
-        at::parallel_for(0, elems, 4096, [&](int64_t b, int64_t e) {
-          for (int64_t i = b; i < e; ++i) {
-            T acc = sums[i];
-            for (int64_t sp = 1; sp < splits; ++sp) acc += sums[sp * elems + i];
-            out[i] = acc;
-          }
-        });
-      }
+      parts.add_to(out);
       if (oc_lanes) {
         const int64_t k = p.KH * p.KW * p.icg();
         kt->transpose(out, p.OC, gw->mutable_data_ptr<T>(), k, k, p.OC);
