@@ -41,6 +41,9 @@ struct ScalarSimd {
   static M mandnot(M m, M not_this) { return m && !not_this; }
   static M mand(M a, M b) { return a && b; }
   static void store_n(T* p, V v, int) { *p = v; }
+  static void store_range(T* p, V v, int a, int b) {
+    if (a <= 0 && b > 0) *p = v;
+  }
   static V add(V a, V b) { return a + b; }
   static V mul(V a, V b) { return a * b; }
   static V div(V a, V b) { return a / b; }
@@ -175,6 +178,8 @@ struct FloatSimd {
   static void store_n(float* p, V v, int n) {
     if (n >= 16) _mm512_storeu_ps(p, v); else _mm512_mask_storeu_ps(p, first(n), v);
   }
+  // Lanes [a, b) only: p may point before the run they cover.
+  static void store_range(float* p, V v, int a, int b) { _mm512_mask_storeu_ps(p, range_mask(a, b), v); }
   static V add(V a, V b) { return _mm512_add_ps(a, b); }
   static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
   static V div(V a, V b) { return _mm512_div_ps(a, b); }
@@ -293,6 +298,9 @@ struct FloatSimd : Float8 {
   }
   static M range_mask(int a, int b) {
     return _mm256_andnot_ps(_mm256_castsi256_ps(first_i(a)), _mm256_castsi256_ps(first_i(b)));
+  }
+  static void store_range(float* p, V v, int a, int b) {
+    _mm256_maskstore_ps(p, _mm256_castps_si256(range_mask(a, b)), v);
   }
   static M mandnot(M m, M not_this) { return _mm256_andnot_ps(not_this, m); }
   static M mand(M a, M b) { return _mm256_and_ps(a, b); }

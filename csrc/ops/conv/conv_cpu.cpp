@@ -144,7 +144,8 @@ FwdPlan nhwc_plan(const ConvKernels<T>* kt, const ConvParams& p) {
 int64_t gemm1x1_kc(const ConvParams& p) { return p.icg() <= 512 ? std::max<int64_t>(p.icg(), 1) : 256; }
 
 // Pixels per task of the 1x1 GEMMs, a multiple of `tile`: at most what keeps the chunk's
-// packed input (kc x chunk) at ~128 KB, half of L2, next to a block of weights; below that, the
+// packed input (kc x chunk) at ~128 KB next to a block of weights (512 KB and 64 KB chunks were
+// slower: 256 -> 64 at 56x56 NCHW, 2 threads, 1.48x torch -> 1.22x at 512 KB); below that, the
 // size whose tasks split most evenly over the threads (at::parallel_for hands each thread a
 // run of ceil(tasks / threads) tasks): ResNet-50's layer4 at batch 8 has 25 tiles, and
 // 8-tile chunks gave one thread 16 of them, 7-tile chunks give it 14. Every output's sum runs
