@@ -207,10 +207,12 @@ def test_nn_conv2d_is_a_drop_in(kwargs):
 
 
 @pytest.mark.parametrize("k, groups", [(3, 1), (5, 2), (3, 4), (7, 1)])
+@pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_conv2d_channels_last_weight(cpu_capability, conv_algo, k, groups, dtype):
+def test_conv2d_channels_last_weight(cpu_capability, conv_algo, k, groups, stride, dtype):
     # model.to(memory_format=torch.channels_last) makes every conv weight channels_last; the
-    # weight is then read through its own (OHWI) layout for the forward and both gradients.
+    # weight is then read through its own (OHWI) layout for the forward and both gradients
+    # (stride 2: the strided input gradient packs it with the channel axes swapped).
     torch.manual_seed(k * 10 + groups)
     x = torch.randn(2, 8, 11, 9, dtype=dtype).contiguous(memory_format=torch.channels_last)
     w0 = torch.randn(12, 8 // groups, k, k, dtype=dtype)
@@ -219,8 +221,8 @@ def test_conv2d_channels_last_weight(cpu_capability, conv_algo, k, groups, dtype
     w_before = w.clone()
     xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
     xf, wf = x.clone().requires_grad_(), w.clone().requires_grad_()
-    y = fastconv.conv2d(xf, wf, padding=k // 2, groups=groups)
-    yr = F.conv2d(xr, wr, padding=k // 2, groups=groups)
+    y = fastconv.conv2d(xf, wf, stride=stride, padding=k // 2, groups=groups)
+    yr = F.conv2d(xr, wr, stride=stride, padding=k // 2, groups=groups)
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(y, yr, **tol)
     g = torch.randn_like(yr)

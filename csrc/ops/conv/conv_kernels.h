@@ -129,7 +129,8 @@ struct ConvKernels {
   // input gradient this convolution computes (its channel axes swapped per group, flipped in
   // both spatial axes), read as such without a copy. Zero-filled past the end. Fills the
   // (g, blk) items [item_begin, item_end) of the groups * nblk (out is the whole buffer).
-  void (*pack_weight)(const T* w, const ConvParams& p, bool swap, bool transposed, int block, T* out,
+  // hwi: w is stored (O, KH, KW, I), a channels_last weight, read in place.
+  void (*pack_weight)(const T* w, const ConvParams& p, bool swap, bool transposed, bool hwi, int block, T* out,
                       int64_t item_begin, int64_t item_end);
   // dst[j * ds + i] = src[i * ss + j] for i < rows, j < cols (8 x 8 register transposes):
   // channels_last weights to OIHW, a filter at a time.

@@ -334,29 +334,40 @@ void unpack_nhwc(const T* src, int64_t hp, int64_t wp, int64_t C, int64_t pt, in
 }
 
 template <class T>
-void pack_weight(const T* w, const ConvParams& p, bool swap, bool transposed, int block, T* out,
+void pack_weight(const T* w, const ConvParams& p, bool swap, bool transposed, bool hwi, int block, T* out,
                  int64_t item_begin, int64_t item_end) {
   const int64_t ICg = p.icg(), OCg = p.ocg(), KH = p.KH, KW = p.KW, taps = KH * KW;
   const int64_t blocked = swap ? ICg : OCg, kdim = swap ? OCg : ICg;
   const int64_t nblk = (blocked + block - 1) / block;
-  // Element (o, i, kh, kw) of group g sits at g * group + o * so + i * si + tap(kh, kw); the
-  // blocked channel steps by s_ch along a block's lanes, the reduction channel by s_k. The
+  // Element (o, i, kh, kw) of group g sits at g * group + o * so + i * si + tap(kh, kw) * st;
+  // the blocked channel steps by s_ch along a block's lanes, the reduction channel by s_k. The
   // block is filled 64 reduction rows at a time, lane by lane: a gather across the lanes
   // would read `block` rows whose equal strides (8 KB at 2048 channels) map to one L1 set.
   // The generic element-by-element nest cost ~1.5 ms for ResNet-50's 2048 -> 512 1x1, about
   // 10% of that layer at batch 8.
-  const int64_t so = transposed ? taps : ICg * taps, si = transposed ? OCg * taps : taps;
+  // The stored weight's own axes: its output channel steps by d0, its input channel by d1
+  // (transposed, these are the convolution's input and output channels).
+  const int64_t in_w = transposed ? OCg : ICg, d0 = in_w * taps, d1 = hwi ? 1 : taps, st = hwi ? in_w : 1;
+  const int64_t so = transposed ? d1 : d0, si = transposed ? d0 : d1;
   const int64_t s_ch = swap ? si : so, s_k = swap ? so : si, group = OCg * ICg * taps;
   out += item_begin * taps * kdim * block;
+  // Position of tap t = kh * KW + kw in the packed order (kh, kw): t itself, or its mirror.
+  std::vector<int64_t> tpos(static_cast<size_t>(taps));
+  for (int64_t t = 0; t < taps; ++t) tpos[static_cast<size_t>(t)] = transposed ? taps - 1 - t : t;
   for (int64_t item = item_begin; item < item_end; ++item) {
     const int64_t g = item / nblk, blk = item % nblk;
     const int64_t lanes = std::min<int64_t>(block, blocked - blk * block);
     const T* base = w + g * group + blk * block * s_ch;
+    if (!hwi && taps > 1 && s_k == taps) {  // a lane's (channel, tap) pairs are one contiguous run
+      pack_tap_rows_to_panels(base, s_ch, static_cast<int>(lanes), kdim, taps, tpos.data(), out, block);
+      out += taps * kdim * block;
+      continue;
+    }
     for (int64_t kh = 0; kh < KH; ++kh)
       for (int64_t kw = 0; kw < KW; ++kw) {
         const int64_t tap = transposed ? (KH - 1 - kh) * KW + (KW - 1 - kw) : kh * KW + kw;
-        if (s_k == 1) {  // 1x1 (OIHW or transposed): rows of contiguous channels, 8x8 transposes
-          pack_rows_to_panel(base + tap, s_ch, static_cast<int>(lanes), kdim, out, block);
+        if (s_k == 1) {  // 1x1 or (O, KH, KW, I): rows of contiguous channels, 8x8 transposes
+          pack_rows_to_panel(base + tap * st, s_ch, static_cast<int>(lanes), kdim, out, block);
           out += kdim * block;
           continue;
         }
@@ -368,7 +379,7 @@ void pack_weight(const T* w, const ConvParams& p, bool swap, bool transposed, in
               for (int64_t k = 0; k < kn; ++k) dst[k * block] = T(0);
               continue;
             }
-            const T* src = base + l * s_ch + k0 * s_k + tap;
+            const T* src = base + l * s_ch + k0 * s_k + tap * st;
             for (int64_t k = 0; k < kn; ++k) dst[k * block] = src[k * s_k];
           }
         }
