@@ -508,12 +508,13 @@ inline void pack_rows_to_panel(const float* src, int64_t ss, int m, int64_t kk, 
     for (int r = 0; r < mr; ++r) dst[k0 * mr + r] = r < m ? src[r * ss + k0] : 0.f;
 }
 // The same for rows whose reduction index interleaves `taps` kernel taps, element (k, t) of
-// row r at src[r * ss + k * taps + t] (an OIHW weight's output channel): dst[tpos[t] * kk * mr
-// + k * mr + r], one [k][mr] panel per tap, in one pass over the rows with 8 x 8 transposes.
+// row r at src[r * ss + k * taps + t] (an OIHW weight's output channel): dst[u * kk * mr +
+// k * mr + r] with u = t, or taps - 1 - t (mirror), one [k][mr] panel per tap, in one pass
+// over the rows with 8 x 8 transposes.
 // Tap by tap, each pass read every line of the rows for one float in `taps` (ResNet-18's
 // 512 -> 512 3x3 layers at batch 1 spent a fifth of their time packing so).
-inline void pack_tap_rows_to_panels(const float* src, int64_t ss, int m, int64_t kk, int64_t taps,
-                                    const int64_t* tpos, float* dst, int mr) {
+inline void pack_tap_rows_to_panels(const float* src, int64_t ss, int m, int64_t kk, int64_t taps, bool mirror,
+                                    float* dst, int mr) {
   const int64_t len = kk * taps;
   int64_t j0 = 0;
 #if defined(__AVX2__)
@@ -527,7 +528,7 @@ inline void pack_tap_rows_to_panels(const float* src, int64_t ss, int m, int64_t
       for (int i = 0; i < 8; ++i) r[i] = i < valid ? _mm256_loadu_ps(src + (i0 + i) * ss + j0) : _mm256_setzero_ps();
       transpose8_regs(r, o);
       for (int j = 0; j < 8; ++j) {
-        float* d = dst + (tpos[t] * kk + k) * mr + i0;
+        float* d = dst + ((mirror ? taps - 1 - t : t) * kk + k) * mr + i0;
         if (lanes == 8) _mm256_storeu_ps(d, o[j]); else _mm256_maskstore_ps(d, mask, o[j]);
         if (++t == taps) {
           t = 0;
@@ -540,13 +541,15 @@ inline void pack_tap_rows_to_panels(const float* src, int64_t ss, int m, int64_t
 #endif
   for (; j0 < len; ++j0) {
     const int64_t k = j0 / taps, t = j0 % taps;
-    for (int r = 0; r < mr; ++r) dst[(tpos[t] * kk + k) * mr + r] = r < m ? src[r * ss + j0] : 0.f;
+    for (int r = 0; r < mr; ++r) dst[((mirror ? taps - 1 - t : t) * kk + k) * mr + r] = r < m ? src[r * ss + j0] : 0.f;
   }
 }
-inline void pack_tap_rows_to_panels(const double* src, int64_t ss, int m, int64_t kk, int64_t taps,
-                                    const int64_t* tpos, double* dst, int mr) {
-  for (int64_t j = 0; j < kk * taps; ++j)
-    for (int r = 0; r < mr; ++r) dst[(tpos[j % taps] * kk + j / taps) * mr + r] = r < m ? src[r * ss + j] : 0.0;
+inline void pack_tap_rows_to_panels(const double* src, int64_t ss, int m, int64_t kk, int64_t taps, bool mirror,
+                                    double* dst, int mr) {
+  for (int64_t j = 0; j < kk * taps; ++j) {
+    const int64_t t = j % taps, u = mirror ? taps - 1 - t : t;
+    for (int r = 0; r < mr; ++r) dst[(u * kk + j / taps) * mr + r] = r < m ? src[r * ss + j] : 0.0;
+  }
 }
 inline void pack_rows_to_panel(const double* src, int64_t ss, int m, int64_t kk, double* dst, int mr) {
   for (int r = 0; r < mr; ++r)

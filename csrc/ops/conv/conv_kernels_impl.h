@@ -351,15 +351,13 @@ void pack_weight(const T* w, const ConvParams& p, bool swap, bool transposed, bo
   const int64_t so = transposed ? d1 : d0, si = transposed ? d0 : d1;
   const int64_t s_ch = swap ? si : so, s_k = swap ? so : si, group = OCg * ICg * taps;
   out += item_begin * taps * kdim * block;
-  // Position of tap t = kh * KW + kw in the packed order (kh, kw): t itself, or its mirror.
-  std::vector<int64_t> tpos(static_cast<size_t>(taps));
-  for (int64_t t = 0; t < taps; ++t) tpos[static_cast<size_t>(t)] = transposed ? taps - 1 - t : t;
   for (int64_t item = item_begin; item < item_end; ++item) {
     const int64_t g = item / nblk, blk = item % nblk;
     const int64_t lanes = std::min<int64_t>(block, blocked - blk * block);
     const T* base = w + g * group + blk * block * s_ch;
     if (!hwi && taps > 1 && s_k == taps) {  // a lane's (channel, tap) pairs are one contiguous run
-      pack_tap_rows_to_panels(base, s_ch, static_cast<int>(lanes), kdim, taps, tpos.data(), out, block);
+      // Tap t = kh * KW + kw goes to the packed position (kh, kw): t itself, or its mirror.
+      pack_tap_rows_to_panels(base, s_ch, static_cast<int>(lanes), kdim, taps, transposed, out, block);
       out += taps * kdim * block;
       continue;
     }
