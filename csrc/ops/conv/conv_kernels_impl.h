@@ -517,35 +517,12 @@ FASTCONV_ALWAYS_INLINE void store_pixels_by_channels(typename Tile<T>::V (&acc)[
   }
 }
 
-// Tile of M channels (rows) x nvalid contiguous pixels (lanes); y / res at channel 0, pixel 0,
-// channel stride `plane`.
-template <class T, int M>
-FASTCONV_ALWAYS_INLINE void store_channels_by_pixels(typename Tile<T>::V (&acc)[M][Tile<T>::NV],
-                                                     const Epilogue<T>& ep, int64_t oc0, int nvalid,
-                                                     T* y, int64_t plane, const T* res) {
-  using S = typename Tile<T>::S;
-  using V = typename Tile<T>::V;
-  constexpr int NV = Tile<T>::NV, W = Tile<T>::W;
-  for (int r = 0; r < M; ++r) {
-    const V sc = S::set1(ep.scale ? ep.scale[oc0 + r] : T(1));
-    const V sh = S::set1(ep.shift ? ep.shift[oc0 + r] : T(0));
-    for (int v = 0; v < NV; ++v) {
-      const int lanes = std::clamp(nvalid - v * W, 0, W);
-      if (lanes == 0) continue;
-      V o = acc[r][v];
-      if (ep.scale) o = S::mul(o, sc);
-      if (ep.shift) o = S::add(o, sh);
-      if (ep.residual) o = S::add(o, S::load_n(res + r * plane + v * W, lanes));
-      if (ep.relu) o = relu_v<S>(o);
-      S::store_n(y + r * plane + v * W, o, lanes);
-    }
-  }
-}
-
-// Lanes [lo, hi) of the tile only, lane j of row r to y[r * plane + j], through the epilogue;
-// y (and res) may point before the run of pixels the lanes cover, whose other lanes touch no
-// memory. A 1x1 tile across two images stores each image's piece so.
-template <class T, int M>
+// Lanes [lo, hi) of a tile of M channels (rows) x contiguous pixels (lanes), lane j of row r
+// to y[r * plane + j], through the epilogue. RANGE: lo may be above 0, and y (and res) may then
+// point before the run of pixels the lanes cover, whose other lanes touch no memory (a 1x1
+// tile across two images stores each image's piece so); otherwise lo is 0 and the stores are
+// of the first lanes (plain stores for whole vectors: AVX2's masked stores cost more).
+template <class T, int M, bool RANGE>
 FASTCONV_ALWAYS_INLINE void store_channel_lanes(typename Tile<T>::V (&acc)[M][Tile<T>::NV], const Epilogue<T>& ep,
                                                 int64_t oc0, int lo, int hi, T* y, int64_t plane, const T* res) {
   using S = typename Tile<T>::S;
@@ -555,16 +532,28 @@ FASTCONV_ALWAYS_INLINE void store_channel_lanes(typename Tile<T>::V (&acc)[M][Ti
     const V sc = S::set1(ep.scale ? ep.scale[oc0 + r] : T(1));
     const V sh = S::set1(ep.shift ? ep.shift[oc0 + r] : T(0));
     for (int v = 0; v < NV; ++v) {
-      const int a = std::clamp(lo - v * W, 0, W), b = std::clamp(hi - v * W, 0, W);
+      const int a = RANGE ? std::clamp(lo - v * W, 0, W) : 0, b = std::clamp(hi - v * W, 0, W);
       if (a >= b) continue;
       V o = acc[r][v];
       if (ep.scale) o = S::mul(o, sc);
       if (ep.shift) o = S::add(o, sh);
-      if (ep.residual) o = S::add(o, S::load_strided_range(res + r * plane + v * W, 1, a, b, T(0)));
+      if (ep.residual)
+        o = S::add(o, RANGE ? S::load_strided_range(res + r * plane + v * W, 1, a, b, T(0))
+                            : S::load_n(res + r * plane + v * W, b));
       if (ep.relu) o = relu_v<S>(o);
-      S::store_range(y + r * plane + v * W, o, a, b);
+      if constexpr (RANGE) S::store_range(y + r * plane + v * W, o, a, b);
+      else S::store_n(y + r * plane + v * W, o, b);
     }
   }
+}
+
+// Tile of M channels (rows) x nvalid contiguous pixels (lanes); y / res at channel 0, pixel 0,
+// channel stride `plane`.
+template <class T, int M>
+FASTCONV_ALWAYS_INLINE void store_channels_by_pixels(typename Tile<T>::V (&acc)[M][Tile<T>::NV],
+                                                     const Epilogue<T>& ep, int64_t oc0, int nvalid,
+                                                     T* y, int64_t plane, const T* res) {
+  store_channel_lanes<T, M, false>(acc, ep, oc0, 0, nvalid, y, plane, res);
 }
 
 // ---- forward ----------------------------------------------------------------------------
@@ -836,7 +825,7 @@ void forward_1x1_nchw(const T* x, const T* wpack, const ConvParams& p, int64_t c
             for (size_t i = pb; i < pe; ++i) {
               const Piece& pc = pieces[i];
               const int64_t off = (pc.n * p.OC + oc0) * hw + pc.p - pc.lane;
-              store_channel_lanes<T, M>(acc, e, oc0, static_cast<int>(pc.lane), static_cast<int>(pc.lane + pc.len),
+              store_channel_lanes<T, M, true>(acc, e, oc0, static_cast<int>(pc.lane), static_cast<int>(pc.lane + pc.len),
                                         y + off, hw, e.residual ? e.residual + off : nullptr);
             }
           });
