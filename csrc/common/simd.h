@@ -426,6 +426,18 @@ inline void transpose8_regs(const __m256 (&r)[8], __m256 (&o)[8]) {
   o[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
+// Eight floats of each of eight rows ss apart, rows >= valid read as zero, transposed: o[j]
+// holds element j of every row.
+inline void load_transpose8(const float* src, int64_t ss, int valid, __m256 (&o)[8]) {
+  __m256 r[8];
+  for (int i = 0; i < 8; ++i) r[i] = i < valid ? _mm256_loadu_ps(src + i * ss) : _mm256_setzero_ps();
+  transpose8_regs(r, o);
+}
+// The first `lanes` of v (mask = Float8::first_i(lanes)); all eight by a plain store.
+inline void store_lanes8(float* d, __m256 v, int lanes, __m256i mask) {
+  if (lanes == 8) _mm256_storeu_ps(d, v); else _mm256_maskstore_ps(d, mask, v);
+}
+
 // dst[w * c + i] = src[i * ss + w] for i < c <= 8, w < len: a few channel planes (an RGB
 // image) to pixel-major, eight pixels per 8 x 8 transpose. A pixel's 8-lane store spills into
 // the following pixels' places, which their stores then overwrite; stores that would reach
@@ -434,9 +446,8 @@ inline void interleave_planes(const float* src, int64_t ss, int c, int64_t len, 
   const __m256i keep = Float8::first_i(c);
   int64_t w0 = 0;
   for (; w0 + 8 <= len; w0 += 8) {
-    __m256 r[8], o[8];
-    for (int i = 0; i < 8; ++i) r[i] = i < c ? _mm256_loadu_ps(src + i * ss + w0) : _mm256_setzero_ps();
-    transpose8_regs(r, o);
+    __m256 o[8];
+    load_transpose8(src + w0, ss, c, o);
     for (int j = 0; j < 8; ++j) {
       float* d = dst + (w0 + j) * c;
       if ((w0 + j) * c + 8 <= len * c) _mm256_storeu_ps(d, o[j]); else _mm256_maskstore_ps(d, keep, o[j]);
@@ -451,9 +462,8 @@ inline void interleave_planes(const float* src, int64_t ss, int c, int64_t len, 
 // (NCHW <-> NHWC) at memory speed instead of one scalar move per element.
 inline void transpose8x8(const float* src, int64_t ss, float* dst, int64_t ds) {
 #if defined(__AVX2__)
-  __m256 r[8], o[8];
-  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ss);
-  transpose8_regs(r, o);
+  __m256 o[8];
+  load_transpose8(src, ss, 8, o);
   for (int j = 0; j < 8; ++j) _mm256_storeu_ps(dst + j * ds, o[j]);
 #else
   for (int i = 0; i < 8; ++i)
@@ -488,20 +498,16 @@ inline void pack_rows_to_panel(const float* src, int64_t ss, int m, int64_t kk, 
   const int64_t kk8 = kk / 8 * 8;
   // Eight rows at a time over all k: rows `ss` apart (8 KB at 2048 channels) share one L1
   // set, so only one group's eight lines are live at once.
-  for (int i0 = 0; i0 < mr; i0 += 8)
+  for (int i0 = 0; i0 < mr; i0 += 8) {
+    const int valid = std::min(std::max(m - i0, 0), 8), lanes = std::min(mr - i0, 8);
+    const __m256i mask = Float8::first_i(lanes);
     for (k0 = 0; k0 < kk8; k0 += 8) {
-      const int valid = std::min(std::max(m - i0, 0), 8), lanes = std::min(mr - i0, 8);
-      __m256 r[8], o[8];
-      for (int i = 0; i < 8; ++i) r[i] = i < valid ? _mm256_loadu_ps(src + (i0 + i) * ss + k0) : _mm256_setzero_ps();
-      transpose8_regs(r, o);
+      __m256 o[8];
+      load_transpose8(src + i0 * ss + k0, ss, valid, o);
       float* d = dst + k0 * mr + i0;
-      if (lanes == 8) {
-        for (int j = 0; j < 8; ++j) _mm256_storeu_ps(d + j * mr, o[j]);
-      } else {
-        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        for (int j = 0; j < 8; ++j) _mm256_maskstore_ps(d + j * mr, mask, o[j]);
-      }
+      for (int j = 0; j < 8; ++j) store_lanes8(d + j * mr, o[j], lanes, mask);
     }
+  }
   k0 = kk8;
 #endif
   for (; k0 < kk; ++k0)
@@ -521,15 +527,13 @@ inline void pack_tap_rows_to_panels(const float* src, int64_t ss, int m, int64_t
   const int64_t len8 = len / 8 * 8;
   for (int i0 = 0; i0 < mr; i0 += 8) {
     const int valid = std::min(std::max(m - i0, 0), 8), lanes = std::min(mr - i0, 8);
-    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256i mask = Float8::first_i(lanes);
     int64_t k = 0, t = 0;  // of element j0
     for (j0 = 0; j0 < len8; j0 += 8) {
-      __m256 r[8], o[8];
-      for (int i = 0; i < 8; ++i) r[i] = i < valid ? _mm256_loadu_ps(src + (i0 + i) * ss + j0) : _mm256_setzero_ps();
-      transpose8_regs(r, o);
+      __m256 o[8];
+      load_transpose8(src + i0 * ss + j0, ss, valid, o);
       for (int j = 0; j < 8; ++j) {
-        float* d = dst + ((mirror ? taps - 1 - t : t) * kk + k) * mr + i0;
-        if (lanes == 8) _mm256_storeu_ps(d, o[j]); else _mm256_maskstore_ps(d, mask, o[j]);
+        store_lanes8(dst + ((mirror ? taps - 1 - t : t) * kk + k) * mr + i0, o[j], lanes, mask);
         if (++t == taps) {
           t = 0;
           ++k;
