@@ -384,15 +384,18 @@ def test_conv2d_threads_do_not_change_results():
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-def test_winograd_forward_threads_and_bands(layout):
+@pytest.mark.parametrize("k", [3, 5])
+def test_winograd_forward_threads_and_bands(layout, k):
     """Winograd's per-thread chunks (small transformed weights, several threads) against
     torch in float64 and bit for bit across thread counts and band sizes: chunk counts that
-    do not divide the tiles, tiny bands, a residual and ReLU in the epilogue."""
+    do not divide the tiles, tiny bands, a residual and ReLU in the epilogue. 5x5: the four
+    3x3 pieces read the tile row below each chunk's last, across image boundaries."""
     gen = torch.Generator().manual_seed(3)
+    p = k // 2
     x = to_layout(torch.randn(3, 24, 23, 19, generator=gen, dtype=torch.float64), layout)
-    w = torch.randn(36, 24, 3, 3, generator=gen, dtype=torch.float64)
+    w = torch.randn(36, 24, k, k, generator=gen, dtype=torch.float64)
     res = to_layout(torch.randn(3, 36, 23, 19, generator=gen, dtype=torch.float64), layout)
-    ref = torch.relu(F.conv2d(x, w, padding=1) + res)
+    ref = torch.relu(F.conv2d(x, w, padding=p) + res)
     old = torch.get_num_threads()
     results = []
     try:
@@ -401,7 +404,7 @@ def test_winograd_forward_threads_and_bands(layout):
                 torch.set_num_threads(threads)
                 prev = fastconv._C.set_conv_band_bytes(band) if band else None
                 try:
-                    results.append(fastconv.conv2d_fused(x, w, padding=1, residual=res, relu=True))
+                    results.append(fastconv.conv2d_fused(x, w, padding=p, residual=res, relu=True))
                 finally:
                     if prev is not None:
                         fastconv._C.set_conv_band_bytes(prev)
@@ -459,9 +462,10 @@ def test_conv_band_budget_is_validated():
 
 
 def _rel_error(algo, x, w):
+    pad = w.shape[-1] // 2
     with forced(fastconv.conv_algo, fastconv.set_conv_algo, algo):
-        y = fastconv.conv2d(x, w, padding=1)
-    exact = F.conv2d(x.double(), w.double(), padding=1)
+        y = fastconv.conv2d(x, w, padding=pad)
+    exact = F.conv2d(x.double(), w.double(), padding=pad)
     return ((y.double() - exact).abs().max() / exact.abs().max()).item()
 
 
@@ -477,6 +481,25 @@ def test_winograd_error_is_measured():
     assert direct < 1e-5
     assert f2 < 2 * direct + 1e-7, (direct, f2)
     assert f4 < 3e-5, (direct, f4)
+
+
+def test_winograd_5x5_error_and_choice():
+    """A 5x5 layer (AlexNet's conv2) runs as four 3x3 pieces through F(2x2, 3x3): its float32
+    error stays within 2x of the direct path's; auto picks it, and forcing F(4x4), which has
+    no 5x5 form, runs direct."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 64, 27, 27, generator=gen)
+    w = torch.randn(96, 64, 5, 5, generator=gen) / 40
+    direct = _rel_error("direct", x, w)
+    wino = _rel_error("winograd", x, w)
+    assert direct < 1e-5
+    assert wino < 2 * direct + 1e-7, (direct, wino)
+    runs = {}
+    for algo in ("auto", "winograd", "winograd4", "direct"):
+        with forced(fastconv.conv_algo, fastconv.set_conv_algo, algo):
+            runs[algo] = fastconv.conv2d(x, w, padding=2)
+    assert torch.equal(runs["auto"], runs["winograd"]) and not torch.equal(runs["auto"], runs["direct"])
+    assert torch.equal(runs["winograd4"], runs["direct"])
 
 
 def _weight_grad(x, w, go, pad):
@@ -554,7 +577,7 @@ def test_winograd_weight_gradient_keeps_inf():
     torch.testing.assert_close(gw[finite], ref[finite], atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("algo", ["winograd", "winograd4"])
+@pytest.mark.parametrize("algo", ["winograd", "winograd4", "winograd5x5"])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("case", ["inf_corner", "nan_edge", "inf_weight", "overflow", "relu_nan", "clean"])
 def test_winograd_forward_specials(algo, layout, case):
@@ -562,8 +585,11 @@ def test_winograd_forward_specials(algo, layout, case):
     direct path's result bit for bit (Inf stays where torch's is, no tile-wide NaN); clean
     inputs stay on Winograd. Odd sizes put the specials in partly cropped tiles."""
     gen = torch.Generator().manual_seed(7)
+    k = 5 if algo == "winograd5x5" else 3
+    algo = "winograd" if k == 5 else algo
+    pad = k // 2
     x = torch.randn(2, 16, 9, 11, generator=gen)
-    w = torch.randn(20, 16, 3, 3, generator=gen) * 0.1
+    w = torch.randn(20, 16, k, k, generator=gen) * 0.1
     relu = case == "relu_nan"
     if case == "inf_corner":
         x[1, 4, 8, 10] = float("inf")
@@ -571,19 +597,19 @@ def test_winograd_forward_specials(algo, layout, case):
     elif case in ("nan_edge", "relu_nan"):
         x[0, 5, 4, 10] = float("nan")
     elif case == "inf_weight":
-        w[3, 2, 1, 1] = float("inf")
+        w[3, 2, pad, pad] = float("inf")  # the centre: a padded zero times Inf would be NaN
     elif case == "overflow":
-        x[0, :, 4:6, 4:6] = 3e38  # a tile's d1 + d2 (padded rows and columns 5 and 6) overflows
+        x[0, :, 5 - pad:7 - pad, 5 - pad:7 - pad] = 3e38  # a tile's d1 + d2 (padded rows and columns 5, 6) overflows
         w = w * 1e-3
     x = to_layout(x, layout)
     before = x.clone()
 
     def run(a):
         with forced(fastconv.conv_algo, fastconv.set_conv_algo, a):
-            return fastconv.conv2d_fused(x, w, padding=1, relu=relu)
+            return fastconv.conv2d_fused(x, w, padding=pad, relu=relu)
 
     got, direct = run(algo), run("direct")
-    ref = F.conv2d(x, w, padding=1)
+    ref = F.conv2d(x, w, padding=pad)
     ref = torch.relu(ref) if relu else ref
     if case == "clean":
         assert torch.isfinite(got).all() and not torch.equal(got, direct)  # Winograd ran

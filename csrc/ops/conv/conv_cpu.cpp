@@ -8,8 +8,9 @@
 //            channels for channels_last.
 //   winograd F(2x2, 3x3) for 3x3 stride-1 single-group layers with at least 16 input and
 //            output channels and at least 32 2x2 output tiles over the batch (2.25x fewer
-//            multiplies; error at the direct path's level).
-//            winograd4 = F(4x4, 3x3) only when forced (larger float32 error).
+//            multiplies; error at the direct path's level); 5x5 layers likewise, as four
+//            3x3 pieces through the same transforms (1.56x fewer multiplies).
+//            winograd4 = F(4x4, 3x3) only when forced (larger float32 error), 3x3 only.
 //            Their weight gradient runs F(2x2, 3x3)'s dual tile, under auto where the
 //            batch has enough tiles for its sum buffer (use_wgrad_winograd).
 //   nchw     few input channels (<= 4 per group), stride 1 along W, NCHW in and out: direct
@@ -17,7 +18,7 @@
 //   direct   everything else: NHWC-orientation direct convolution reading the input as
 //            zero-padded NHWC rows, packed a band at a time (read in place when the input is
 //            channels_last and unpadded).
-// A forced algorithm that cannot run a shape (gemm1x1 on a 3x3, winograd on a 5x5) falls
+// A forced algorithm that cannot run a shape (gemm1x1 on a 3x3, winograd on a 7x7) falls
 // back to direct, and so does Winograd for an input holding Inf or NaN (torch's propagation).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -403,12 +404,13 @@ bool all_finite(const at::Tensor& x) {
       [](bool a, bool b) { return a && b; });
 }
 
-// 0: no Winograd for this layer; else the tile size m of F(m x m, 3 x 3).
+// 0: no Winograd for this layer; else the tile size m of F(m x m, 3 x 3) (a 5x5 layer runs
+// as four 3x3 pieces, m = 2 only).
 int winograd_m(const ConvParams& p) {
   if (!winograd_applies(p.KH, p.KW, p.sh, p.sw, p.dh, p.dw, p.groups)) return 0;
   switch (forced_conv_algo()) {
     case ConvAlgo::Winograd: return 2;
-    case ConvAlgo::Winograd4: return 4;
+    case ConvAlgo::Winograd4: return p.KH == 3 ? 4 : 0;
     case ConvAlgo::Auto:
       // The weight transform (16 values per filter tap pair) is paid once per call, so a
       // layer needs enough tiles to spread it over. Since that transform runs as vectors over
@@ -431,8 +433,10 @@ bool winograd_slice(const ConvParams& p, int m, PaddedBands<T>& xb, const T* ws,
   const int64_t th = winograd_tiles(p.OH, m), tw = winograd_tiles(p.OW, m);
   const int64_t total = p.N * th * tw;
   const int64_t ocblocks = ceil_div(p.OC, kt->nr), ocp = ocblocks * kt->nr;
+  const int64_t pieces = winograd_pieces(p.KH);
+  const bool five = pieces > 1;
   OutputBands<T> out(kt, p, y, ep);
-  at::Tensor u = at::empty({a2 * ocblocks * p.C * kt->nr}, y.options());
+  at::Tensor u = at::empty({pieces * a2 * ocblocks * p.C * kt->nr}, y.options());
   T* us = u.mutable_data_ptr<T>();
   at::parallel_for(0, ocblocks, 1, [&](int64_t b, int64_t e) {
     kt->winograd_weight(ws, p, m, transposed, oc0, oc_total, us, b, e);
@@ -456,65 +460,82 @@ bool winograd_slice(const ConvParams& p, int m, PaddedBands<T>& xb, const T* ws,
   const auto chunk_of = [&](int64_t mult) {
     int64_t c = mult * band_bytes() / (a2 * std::max<int64_t>({p.C, ocp, 1}) * int64_t(sizeof(T)));
     c = std::clamp<int64_t>(std::max<int64_t>(c, 64) / kt->mr * kt->mr, kt->mr, std::max<int64_t>(total, 1));
-    return out.banded() ? std::min(total, std::max<int64_t>(1, c / tw) * tw) : c;
+    return out.banded() || five ? std::min(total, std::max<int64_t>(1, c / tw) * tw) : c;
   };
   int64_t chunk = chunk_of(threads > 1 ? std::min<int64_t>(2 * threads, 8) : 1);
   const bool own_chunks =
-      threads > 1 && chunk < total && a2 * ocp * p.C * int64_t(sizeof(T)) <= (int64_t(1) << 20);
+      threads > 1 && chunk < total && pieces * a2 * ocp * p.C * int64_t(sizeof(T)) <= (int64_t(1) << 20);
   const int64_t slots = own_chunks ? threads : 1;
   int64_t step = chunk;
   if (own_chunks) {
     chunk = chunk_of(1);
     step = 4 * threads * chunk;
   }
-  at::Tensor v = at::empty({slots * a2 * chunk * p.C}, y.options());
+  // A 5x5 layer's input tiles lie on the extended grid (ext: a tile row and column more per
+  // image). A chunk of whole tile rows reads its own rows' tiles and the row after the last
+  // row of each image it touches.
+  ConvParams ext = p;
+  ext.OH = (th + 1) * m;
+  ext.OW = (tw + 1) * m;
+  const int64_t vchunk = five ? (ceil_div(chunk, tw) + ceil_div(ceil_div(chunk, tw), th) + 1) * (tw + 1) : chunk;
+  at::Tensor v = at::empty({slots * a2 * vchunk * p.C}, y.options());
   at::Tensor mm = at::empty({slots * a2 * chunk * ocp}, y.options());
   T* vs = v.mutable_data_ptr<T>();
   T* ms = mm.mutable_data_ptr<T>();
   const Strides4 yst = out.strides();
   std::atomic<bool> finite{true};
+  // Output tiles [f, f + n) from input transform to output transform, into scratch vb and mb:
+  // across the threads (three fork / joins) or on the calling one.
+  const auto run = [&](const PaddedNhwc<T>& xp, T* ys, int64_t f, int64_t n, T* vb, T* mb, bool parallel) {
+    const auto stage = [&](int64_t items, int64_t grain, const auto& fn) {
+      if (parallel) at::parallel_for(0, items, grain, fn);
+      else fn(0, items);
+    };
+    int64_t vfirst = f, vcount = n;
+    if (five) {
+      const int64_t e_lo = winograd_ext_row(f / tw, th), e_hi = winograd_ext_row((f + n) / tw - 1, th) + 2;
+      vfirst = e_lo * (tw + 1);
+      vcount = (e_hi - e_lo) * (tw + 1);
+    }
+    stage(vcount, 8, [&](int64_t b, int64_t e) { kt->winograd_input(xp, five ? ext : p, m, vfirst, vcount, vb, b, e); });
+    stage(a2 * ocblocks, 1, [&](int64_t b, int64_t e) {
+      if (five) kt->winograd_gemm5(vb, vcount, us, p, f, n, mb, b, e);
+      else kt->winograd_gemm(vb, us, p, m, n, mb, b, e);
+    });
+    stage(n, 8, [&](int64_t b, int64_t e) {
+      if (!kt->winograd_output(mb, p, m, f, n, out.epilogue(), ys, yst, b, e))
+        finite.store(false, std::memory_order_relaxed);
+    });
+  };
   for (int64_t first = 0; first < total && finite.load(std::memory_order_relaxed); first += step) {
     const int64_t count = std::min(step, total - first);
     const int64_t last = first + count - 1;
     const int64_t n0 = first / (th * tw), t0 = first / tw % th, n1 = last / (th * tw), t1 = last / tw % th;
-    const PaddedNhwc<T>& xp = xb.rows(n0 * xb.hp() + t0 * m, n1 * xb.hp() + t1 * m + alpha);
+    const PaddedNhwc<T>& xp =
+        xb.rows(n0 * xb.hp() + t0 * m, n1 * xb.hp() + (t1 + (five ? 1 : 0)) * m + alpha);
     const int64_t o_lo = n0 * p.OH + t0 * m, o_hi = n1 * p.OH + std::min(p.OH, t1 * m + m);
     T* ys = out.begin(o_lo, o_hi);
     if (own_chunks) {
       // One task per thread slot (its scratch), each an equal share of the step's tiles (whole
-      // tile rows for a banded output) in chunks.
-      const int64_t unit = out.banded() ? tw : 1, units = ceil_div(count, unit);
+      // tile rows for a banded output or a 5x5 layer) in chunks.
+      const int64_t unit = out.banded() || five ? tw : 1, units = ceil_div(count, unit);
       at::parallel_for(0, slots, 1, [&](int64_t b, int64_t e) {
         for (int64_t slot = b; slot < e; ++slot) {
-          T* vslot = vs + slot * a2 * chunk * p.C;
-          T* mslot = ms + slot * a2 * chunk * ocp;
           const int64_t lo = first + slot * units / slots * unit;
           const int64_t hi = std::min(first + count, first + (slot + 1) * units / slots * unit);
-          for (int64_t f = lo; f < hi; f += chunk) {
-            const int64_t n = std::min(chunk, hi - f);
-            kt->winograd_input(xp, p, m, f, n, vslot, 0, n);
-            kt->winograd_gemm(vslot, us, p, m, n, mslot, 0, a2 * ocblocks);
-            if (!kt->winograd_output(mslot, p, m, f, n, out.epilogue(), ys, yst, 0, n))
-              finite.store(false, std::memory_order_relaxed);
-          }
+          for (int64_t f = lo; f < hi; f += chunk)
+            run(xp, ys, f, std::min(chunk, hi - f), vs + slot * a2 * vchunk * p.C, ms + slot * a2 * chunk * ocp, false);
         }
       });
     } else {
-      at::parallel_for(0, count, 8, [&](int64_t b, int64_t e) { kt->winograd_input(xp, p, m, first, count, vs, b, e); });
-      at::parallel_for(0, a2 * ocblocks, 1, [&](int64_t b, int64_t e) {
-        kt->winograd_gemm(vs, us, p, m, count, ms, b, e);
-      });
-      at::parallel_for(0, count, 8, [&](int64_t b, int64_t e) {
-        if (!kt->winograd_output(ms, p, m, first, count, out.epilogue(), ys, yst, b, e))
-          finite.store(false, std::memory_order_relaxed);
-      });
+      run(xp, ys, first, count, vs, ms, true);
     }
     out.finish(o_lo, o_hi);
   }
   return finite.load(std::memory_order_relaxed);
 }
 
-// Winograd F(m x m, 3 x 3). The transformed weights (a2 x C x OC: 16/9 of the layer's own for
+// Winograd F(m x m, 3 x 3) (a 5x5 layer: four 3x3 pieces). The transformed weights (a2 x C x OC: 16/9 of the layer's own for
 // m = 2, 16.8 MB at 512 -> 512) are made a slice of output channels at a time, each slice
 // at most ~4 MB (eight bands); every slice transforms the input again, which costs adds only
 // (about 2 a2 C per tile, against a2 C OC multiply-adds in the products).
@@ -531,9 +552,9 @@ bool winograd_forward(const ConvParams& p, int m, const at::Tensor& x, const at:
   const int64_t a2 = (m + 2) * (m + 2);
   const int64_t th = winograd_tiles(p.OH, m), tw = winograd_tiles(p.OW, m);
   // Every tile reads a full (m + 2)^2 patch: pad the bottom / right out to whole tiles.
-  PaddedBands<T> xb(kt, x, p.pt, th * m + 2 - p.H - p.pt, p.pl, tw * m + 2 - p.W - p.pl);
+  PaddedBands<T> xb(kt, x, p.pt, th * m + p.KH - 1 - p.H - p.pt, p.pl, tw * m + p.KW - 1 - p.W - p.pl);
   const int64_t ocblocks = ceil_div(p.OC, kt->nr);
-  const int64_t block_bytes = a2 * p.C * kt->nr * int64_t(sizeof(T));
+  const int64_t block_bytes = winograd_pieces(p.KH) * a2 * p.C * kt->nr * int64_t(sizeof(T));
   const int64_t slices = ceil_div(ocblocks * block_bytes, 8 * band_bytes());
   const int64_t slice_blocks = ceil_div(ocblocks, std::max<int64_t>(slices, 1));
   const at::Tensor wc = nchw_contiguous(w);
@@ -826,7 +847,7 @@ bool use_wgrad_rows(const ConvParams& p, const ConvKernels<T>* kt) {
 // 0.87x, batch 4 (196 tiles) 1.09x against 0.95x; 256 channels at batch 1 (49 tiles, 4 MB)
 // 1.0x against 0.85x. One thread, same process, NCHW.
 bool use_wgrad_winograd(const ConvParams& p, int64_t elem_bytes) {
-  if (winograd_m(p) != 2) return false;
+  if (p.KH != 3 || winograd_m(p) != 2) return false;
   if (forced_conv_algo() != ConvAlgo::Auto) return true;
   const int64_t tiles = p.N * winograd_tiles(p.OH, 2) * winograd_tiles(p.OW, 2);
   return tiles * (int64_t(128) << 10) >= 16 * p.OC * p.C * elem_bytes;

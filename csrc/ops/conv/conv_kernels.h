@@ -214,6 +214,11 @@ struct ConvKernels {
   void (*winograd_gemm)(const T* v, const T* u, const ConvParams& p, int m, int64_t count, T* mm,
                         int64_t task_begin, int64_t task_end);
   // Returns false when an output it kept (before the epilogue) is Inf or NaN.
+  // A 5x5 layer (winograd_pieces): its weight as four 3x3 pieces, u[xi][ocb][piece][ic][nr];
+  // v holds the extended grid's tiles (see winograd_ext_row) of the chunk's tile rows and the
+  // row after each, vcount of them; the chunk (first, count) is whole tile rows of the output.
+  void (*winograd_gemm5)(const T* v, int64_t vcount, const T* u, const ConvParams& p, int64_t first, int64_t count,
+                         T* mm, int64_t task_begin, int64_t task_end);
   bool (*winograd_output)(const T* mm, const ConvParams& p, int m, int64_t first, int64_t count,
                           const Epilogue<T>& ep, T* y, Strides4 ys, int64_t t_begin, int64_t t_end);
 

@@ -1560,36 +1560,48 @@ template <class T, int M>
 void winograd_weight_m(const T* w, const ConvParams& p, bool transposed, int64_t oc0, int64_t oc_total, T* u,
                        int64_t ocb_begin, int64_t ocb_end) {
   using WG = Winograd<M>;
+  // F(4x4)'s G has fractions (1/6, 1/24): its products run in double and each U is rounded to
+  // T once. F(2x2)'s halves are exact in T, whose vectors are twice as wide (the transform of
+  // a 5x5 layer's four pieces at batch 1 was ~20% of AlexNet conv2 in double).
+  using R = std::conditional_t<M == 2, T, double>;
   constexpr int A = WG::A, NR = Tile<T>::NR;
-  const int64_t C = p.C, ocblocks = (p.OC + NR - 1) / NR;
+  const int64_t C = p.C, ocblocks = (p.OC + NR - 1) / NR, K = p.KH, KK = K * K, pieces = winograd_pieces(K);
   // The NR output channels of a block side by side, so that the transform's products run as
   // vectors over them (one (oc, ic) pair at a time took a quarter of VGG conv5's forward).
-  // In double, as G's fractions need for F(4x4); each U is rounded to T once.
-  alignas(64) double g[9][NR];
-  alignas(64) double gg[A][3][NR];
+  alignas(64) R taps[25][NR];
+  alignas(64) R g[9][NR];
+  alignas(64) R gg[A][3][NR];
   for (int64_t ocb = ocb_begin; ocb < ocb_end; ++ocb)
     for (int64_t ic = 0; ic < C; ++ic) {
+      // A filter's taps are adjacent in w (reversed when transposed): read them a filter at a time.
       for (int l = 0; l < NR; ++l) {
         const int64_t oc = ocb * NR + l;
-        for (int t = 0; t < 9; ++t)
-          g[t][l] = oc >= p.OC ? 0.0
-                    : transposed ? double(w[((ic * oc_total + oc0 + oc) * 3 + 2 - t / 3) * 3 + 2 - t % 3])
-                                 : double(w[((oc0 + oc) * C + ic) * 9 + t]);
+        const T* src = oc >= p.OC ? nullptr
+                       : transposed ? w + (ic * oc_total + oc0 + oc) * KK
+                                    : w + ((oc0 + oc) * C + ic) * KK;
+        for (int64_t t = 0; t < KK; ++t) taps[t][l] = src ? R(src[transposed ? KK - 1 - t : t]) : R(0);
       }
-#pragma GCC unroll 8
-      for (int i = 0; i < A; ++i)
-#pragma GCC unroll 3
-        for (int j = 0; j < 3; ++j)
-          for (int l = 0; l < NR; ++l)
-            gg[i][j][l] = WG::G[i][0] * g[j][l] + WG::G[i][1] * g[3 + j][l] + WG::G[i][2] * g[6 + j][l];
-#pragma GCC unroll 8
-      for (int i = 0; i < A; ++i)
-#pragma GCC unroll 8
-        for (int j = 0; j < A; ++j) {
-          T* dst = u + (((i * A + j) * ocblocks + ocb) * C + ic) * NR;
-          for (int l = 0; l < NR; ++l)
-            dst[l] = static_cast<T>(gg[i][0][l] * WG::G[j][0] + gg[i][1][l] * WG::G[j][1] + gg[i][2][l] * WG::G[j][2]);
+      for (int64_t piece = 0; piece < pieces; ++piece) {
+        for (int t = 0; t < 9; ++t) {
+          const int64_t kh = winograd_piece_tap(piece / 2, t / 3), kw = winograd_piece_tap(piece % 2, t % 3);
+          for (int l = 0; l < NR; ++l) g[t][l] = kh < 0 || kw < 0 ? R(0) : taps[kh * K + kw][l];
         }
+#pragma GCC unroll 8
+        for (int i = 0; i < A; ++i)
+#pragma GCC unroll 3
+          for (int j = 0; j < 3; ++j)
+            for (int l = 0; l < NR; ++l)
+              gg[i][j][l] = R(WG::G[i][0]) * g[j][l] + R(WG::G[i][1]) * g[3 + j][l] + R(WG::G[i][2]) * g[6 + j][l];
+#pragma GCC unroll 8
+        for (int i = 0; i < A; ++i)
+#pragma GCC unroll 8
+          for (int j = 0; j < A; ++j) {
+            T* dst = u + ((((i * A + j) * ocblocks + ocb) * pieces + piece) * C + ic) * NR;
+            for (int l = 0; l < NR; ++l)
+              dst[l] = static_cast<T>(gg[i][0][l] * R(WG::G[j][0]) + gg[i][1][l] * R(WG::G[j][1]) +
+                                      gg[i][2][l] * R(WG::G[j][2]));
+          }
+      }
     }
 }
 
@@ -1648,6 +1660,45 @@ void winograd_gemm(const T* v, const T* u, const ConvParams& p, int m, int64_t c
     }
   }
   (void)m;
+}
+
+// The 5x5 layer's products: output tile (n, th, tw) sums piece (a, b)'s weights times the
+// input tile (th + a, tw + b) of the extended grid (th_n + 1 rows of tw_n + 1 tiles per
+// image), whose v row is a constant offset from the tile's own: the four pieces are four
+// segments of one reduction. A microkernel call takes tiles of one tile row only (the next
+// row's first tile is two extended tiles on, not one).
+template <class T>
+void winograd_gemm5(const T* v, int64_t vcount, const T* u, const ConvParams& p, int64_t first, int64_t count, T* mm,
+                    int64_t task_begin, int64_t task_end) {
+  using S = typename Tile<T>::S;
+  using V = typename Tile<T>::V;
+  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR, NV = Tile<T>::NV, W = Tile<T>::W;
+  const int64_t C = p.C, ocblocks = (p.OC + NR - 1) / NR, ocp = ocblocks * NR;
+  const int64_t th_n = winograd_tiles(p.OH, 2), tw_n = winograd_tiles(p.OW, 2), ew = tw_n + 1;
+  const Seg segs[4] = {{0, 0, C}, {C, C * NR, C}, {ew * C, 2 * C * NR, C}, {(ew + 1) * C, 3 * C * NR, C}};
+  const int64_t r0 = first / tw_n, rows = count / tw_n;
+  const int64_t e0 = winograd_ext_row(r0, th_n);
+  for (int64_t task = task_begin; task < task_end; ++task) {
+    const int64_t xi = task / ocblocks, ocb = task % ocblocks;
+    const T* a = v + xi * vcount * C;
+    const T* b = u + (xi * ocblocks + ocb) * 4 * C * NR;
+    T* out = mm + xi * count * ocp + ocb * NR;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t e = winograd_ext_row(r0 + r, th_n) - e0;
+      for (int64_t t0 = 0; t0 < tw_n; t0 += MR) {
+        const int n = static_cast<int>(std::min<int64_t>(MR, tw_n - t0));
+        T* o = out + (r * tw_n + t0) * ocp;
+        with_rows<1, MR>(n, [&](auto mc) {
+          constexpr int R = decltype(mc)::value;
+          V acc[R][NV];
+          zero_acc<T, R>(acc);
+          ukernel<T, R, false>(a + (e * ew + t0) * C, C, 1, b, NR, segs, 4, acc, NR);
+          for (int rr = 0; rr < R; ++rr)
+            for (int vv = 0; vv < NV; ++vv) S::store(o + rr * ocp + vv * W, acc[rr][vv]);
+        });
+      }
+    }
+  }
 }
 
 template <class T, int M>
@@ -1843,6 +1894,7 @@ const ConvKernels<T>* make_table() {
       &winograd_weight<T>,
       &winograd_input<T>,
       &winograd_gemm<T>,
+      &winograd_gemm5<T>,
       &winograd_output<T>,
       &winograd_wgrad_go<T>,
       &winograd_wgrad_gemm<T>,
