@@ -336,11 +336,10 @@ void transpose_each(const T* src, T* dst, int64_t N, int64_t rows, int64_t cols)
   });
 }
 
-// A 4-D tensor as a contiguous NCHW / OIHW one. A channels_last one (what
-// `model.to(memory_format=torch.channels_last)` makes of every conv weight) is converted here
-// an image / filter at a time, its (pixel, channel) matrix transposed in registers: torch's
-// generic copy took 5.8 ms for a 512 x 512 x 3 x 3 weight, 14% of ResNet-50's batch-1
-// channels_last inference.
+// A 4-D tensor as a contiguous NCHW one (the NCHW-direct paths' input and output gradient).
+// A channels_last one is converted an image at a time, its (pixel, channel) matrix transposed
+// in registers: torch's generic copy took 5.8 ms for a 512 x 512 x 3 x 3 tensor. (Weights are
+// no longer converted: pack_weight and the Winograd transform read channels_last in place.)
 at::Tensor nchw_contiguous(const at::Tensor& t) {
   if (t.is_contiguous() || t.dim() != 4 || !t.is_contiguous(at::MemoryFormat::ChannelsLast)) return t.contiguous();
   at::Tensor out = at::empty(t.sizes(), t.options());
@@ -426,7 +425,7 @@ int winograd_m(const ConvParams& p) {
 // already offset to the slice; w is the whole weight, transposed as in pack_weight). False,
 // with y partly written, when an output came out Inf or NaN (see winograd_forward).
 template <class T>
-bool winograd_slice(const ConvParams& p, int m, PaddedBands<T>& xb, const T* ws, bool transposed, int64_t oc0,
+bool winograd_slice(const ConvParams& p, int m, PaddedBands<T>& xb, const T* ws, bool transposed, bool hwi, int64_t oc0,
                     int64_t oc_total, const Epilogue<T>& ep, at::Tensor& y) {
   const auto* kt = select_kernels<T>();
   const int64_t alpha = m + 2, a2 = alpha * alpha;
@@ -439,7 +438,7 @@ bool winograd_slice(const ConvParams& p, int m, PaddedBands<T>& xb, const T* ws,
   at::Tensor u = at::empty({pieces * a2 * ocblocks * p.C * kt->nr}, y.options());
   T* us = u.mutable_data_ptr<T>();
   at::parallel_for(0, ocblocks, 1, [&](int64_t b, int64_t e) {
-    kt->winograd_weight(ws, p, m, transposed, oc0, oc_total, us, b, e);
+    kt->winograd_weight(ws, p, m, transposed, hwi, oc0, oc_total, us, b, e);
   });
   // Chunks of tiles whose transformed inputs (a2 x count x C) and products (a2 x count x OCp)
   // take about a band each: they stay in cache from the input transform through the GEMMs
@@ -557,8 +556,9 @@ bool winograd_forward(const ConvParams& p, int m, const at::Tensor& x, const at:
   const int64_t block_bytes = winograd_pieces(p.KH) * a2 * p.C * kt->nr * int64_t(sizeof(T));
   const int64_t slices = ceil_div(ocblocks * block_bytes, 8 * band_bytes());
   const int64_t slice_blocks = ceil_div(ocblocks, std::max<int64_t>(slices, 1));
-  const at::Tensor wc = nchw_contiguous(w);
-  const T* ws = wc.const_data_ptr<T>();
+  const bool hwi = !w.is_contiguous();
+  TORCH_INTERNAL_ASSERT(!hwi || w.is_contiguous(at::MemoryFormat::ChannelsLast));
+  const T* ws = w.const_data_ptr<T>();
   for (int64_t b0 = 0; b0 < ocblocks; b0 += slice_blocks) {
     const int64_t oc0 = b0 * kt->nr;
     ConvParams q = p;
@@ -568,7 +568,7 @@ bool winograd_forward(const ConvParams& p, int m, const at::Tensor& x, const at:
     if (e.shift) e.shift += oc0;
     if (e.residual) e.residual += oc0 * e.rs.c;
     at::Tensor ys = oc0 == 0 && q.OC == p.OC ? y : y.narrow(1, oc0, q.OC);
-    if (!winograd_slice<T>(q, m, xb, ws, transposed, oc0, p.OC, e, ys)) return false;
+    if (!winograd_slice<T>(q, m, xb, ws, transposed, hwi, oc0, p.OC, e, ys)) return false;
   }
   return true;
 }

@@ -204,8 +204,8 @@ struct ConvKernels {
   // `first`. Buffers: u[xi][ocb][ic][nr] (weights), v[xi][count][C] (input tiles),
   // mm[xi][count][OCp] (products; OCp = OC rounded up to nr), xi < (m + 2)^2.
   // Output channels [oc0, oc0 + p.OC) of w (transposed as in pack_weight: w is then
-  // (C, oc_total, 3, 3)).
-  void (*winograd_weight)(const T* w, const ConvParams& p, int m, bool transposed, int64_t oc0,
+  // (C, oc_total, k, k); hwi: w is channels_last, as in pack_weight).
+  void (*winograd_weight)(const T* w, const ConvParams& p, int m, bool transposed, bool hwi, int64_t oc0,
                           int64_t oc_total, T* u, int64_t ocb_begin,
                           int64_t ocb_end);
   void (*winograd_input)(const PaddedNhwc<T>& x, const ConvParams& p, int m, int64_t first,

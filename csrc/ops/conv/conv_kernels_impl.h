@@ -1557,7 +1557,7 @@ FASTCONV_ALWAYS_INLINE void sandwich(const double (&L)[P][A], const typename S::
 }
 
 template <class T, int M>
-void winograd_weight_m(const T* w, const ConvParams& p, bool transposed, int64_t oc0, int64_t oc_total, T* u,
+void winograd_weight_m(const T* w, const ConvParams& p, bool transposed, bool hwi, int64_t oc0, int64_t oc_total, T* u,
                        int64_t ocb_begin, int64_t ocb_end) {
   using WG = Winograd<M>;
   // F(4x4)'s G has fractions (1/6, 1/24): its products run in double and each U is rounded to
@@ -1568,30 +1568,34 @@ void winograd_weight_m(const T* w, const ConvParams& p, bool transposed, int64_t
   const int64_t C = p.C, ocblocks = (p.OC + NR - 1) / NR, K = p.KH, KK = K * K, pieces = winograd_pieces(K);
   // The NR output channels of a block side by side, so that the transform's products run as
   // vectors over them (one (oc, ic) pair at a time took a quarter of VGG conv5's forward).
-  alignas(64) R taps[25][NR];
-  alignas(64) R g[9][NR];
+  // They come from pack_weight's panels (tap, ic, lane), filled by 8 x 8 transposes in any
+  // layout: gathered here one float at a time, the taps took more time than the transform's
+  // arithmetic (27% of a batch-1 13x13 layer), and a channels_last weight's taps (NR x k x k
+  // lines, C apart) fell into a few L1 sets, so it was converted to OIHW first.
+  ConvParams whole = p;
+  whole.OC = oc_total;
+  std::vector<T> panel(static_cast<size_t>(KK * C * NR));
+  alignas(64) const T zero[NR] = {};
   alignas(64) R gg[A][3][NR];
-  for (int64_t ocb = ocb_begin; ocb < ocb_end; ++ocb)
-    for (int64_t ic = 0; ic < C; ++ic) {
-      // A filter's taps are adjacent in w (reversed when transposed): read them a filter at a time.
-      for (int l = 0; l < NR; ++l) {
-        const int64_t oc = ocb * NR + l;
-        const T* src = oc >= p.OC ? nullptr
-                       : transposed ? w + (ic * oc_total + oc0 + oc) * KK
-                                    : w + ((oc0 + oc) * C + ic) * KK;
-        for (int64_t t = 0; t < KK; ++t) taps[t][l] = src ? R(src[transposed ? KK - 1 - t : t]) : R(0);
-      }
+  for (int64_t ocb = ocb_begin; ocb < ocb_end; ++ocb) {
+    // pack_weight writes item i at out + i * KK * C * NR; this block is item oc0 / NR + ocb.
+    const int64_t item = oc0 / NR + ocb;
+    T* out = reinterpret_cast<T*>(reinterpret_cast<uintptr_t>(panel.data()) -
+                                  static_cast<uintptr_t>(item * KK * C * NR) * sizeof(T));
+    pack_weight(w, whole, false, transposed, hwi, NR, out, item, item + 1);
+    for (int64_t ic = 0; ic < C; ++ic)
       for (int64_t piece = 0; piece < pieces; ++piece) {
+        const T* g[9];
         for (int t = 0; t < 9; ++t) {
           const int64_t kh = winograd_piece_tap(piece / 2, t / 3), kw = winograd_piece_tap(piece % 2, t % 3);
-          for (int l = 0; l < NR; ++l) g[t][l] = kh < 0 || kw < 0 ? R(0) : taps[kh * K + kw][l];
+          g[t] = kh < 0 || kw < 0 ? zero : panel.data() + ((kh * K + kw) * C + ic) * NR;
         }
 #pragma GCC unroll 8
         for (int i = 0; i < A; ++i)
 #pragma GCC unroll 3
           for (int j = 0; j < 3; ++j)
             for (int l = 0; l < NR; ++l)
-              gg[i][j][l] = R(WG::G[i][0]) * g[j][l] + R(WG::G[i][1]) * g[3 + j][l] + R(WG::G[i][2]) * g[6 + j][l];
+              gg[i][j][l] = R(WG::G[i][0]) * R(g[j][l]) + R(WG::G[i][1]) * R(g[3 + j][l]) + R(WG::G[i][2]) * R(g[6 + j][l]);
 #pragma GCC unroll 8
         for (int i = 0; i < A; ++i)
 #pragma GCC unroll 8
@@ -1602,7 +1606,7 @@ void winograd_weight_m(const T* w, const ConvParams& p, bool transposed, int64_t
                                       gg[i][2][l] * R(WG::G[j][2]));
           }
       }
-    }
+  }
 }
 
 template <class T, int M>
@@ -1761,10 +1765,10 @@ bool winograd_output_m(const T* mm, const ConvParams& p, int64_t first, int64_t 
 }
 
 template <class T>
-void winograd_weight(const T* w, const ConvParams& p, int m, bool transposed, int64_t oc0, int64_t oc_total, T* u,
-                     int64_t b, int64_t e) {
-  if (m == 4) winograd_weight_m<T, 4>(w, p, transposed, oc0, oc_total, u, b, e);
-  else winograd_weight_m<T, 2>(w, p, transposed, oc0, oc_total, u, b, e);
+void winograd_weight(const T* w, const ConvParams& p, int m, bool transposed, bool hwi, int64_t oc0, int64_t oc_total,
+                     T* u, int64_t b, int64_t e) {
+  if (m == 4) winograd_weight_m<T, 4>(w, p, transposed, hwi, oc0, oc_total, u, b, e);
+  else winograd_weight_m<T, 2>(w, p, transposed, hwi, oc0, oc_total, u, b, e);
 }
 template <class T>
 void winograd_input(const PaddedNhwc<T>& x, const ConvParams& p, int m, int64_t first, int64_t count, T* v,
