@@ -206,7 +206,7 @@ def test_nn_conv2d_is_a_drop_in(kwargs):
     torch.testing.assert_close(copy.deepcopy(ours)(x), ours(x))
 
 
-@pytest.mark.parametrize("k, groups", [(3, 1), (5, 2), (3, 4), (7, 1)])
+@pytest.mark.parametrize("k, groups", [(3, 1), (5, 1), (5, 2), (3, 4), (7, 1)])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_conv2d_channels_last_weight(cpu_capability, conv_algo, k, groups, stride, dtype):
@@ -385,19 +385,26 @@ def test_conv2d_threads_do_not_change_results():
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("k", [3, 5])
-def test_winograd_forward_threads_and_bands(layout, k):
+@pytest.mark.parametrize("weight_layout", ["oihw", "channels_last"])
+def test_winograd_forward_threads_and_bands(layout, k, weight_layout):
     """Winograd's per-thread chunks (small transformed weights, several threads) against
     torch in float64 and bit for bit across thread counts and band sizes: chunk counts that
-    do not divide the tiles, tiny bands, a residual and ReLU in the epilogue. 5x5: the four
-    3x3 pieces read the tile row below each chunk's last, across image boundaries."""
+    do not divide the tiles, tiny bands (and so several weight slices), a residual and ReLU in
+    the epilogue, and the input gradient (the weight read transposed). 5x5: the four 3x3
+    pieces read the tile row below each chunk's last, across image boundaries."""
     gen = torch.Generator().manual_seed(3)
     p = k // 2
     x = to_layout(torch.randn(3, 24, 23, 19, generator=gen, dtype=torch.float64), layout)
     w = torch.randn(36, 24, k, k, generator=gen, dtype=torch.float64)
+    if weight_layout == "channels_last":
+        w = w.contiguous(memory_format=torch.channels_last)
     res = to_layout(torch.randn(3, 36, 23, 19, generator=gen, dtype=torch.float64), layout)
+    go = torch.randn_like(res)
     ref = torch.relu(F.conv2d(x, w, padding=p) + res)
+    ref_gx = torch.ops.aten.convolution_backward(go, x, w, None, [1, 1], [p, p], [1, 1], False, [0, 0], 1,
+                                                 [True, False, False])[0]
     old = torch.get_num_threads()
-    results = []
+    results, grads = [], []
     try:
         with forced(fastconv.conv_algo, fastconv.set_conv_algo, "winograd"):
             for threads, band in [(1, None), (2, None), (3, None), (2, 3000), (3, 1)]:
@@ -405,6 +412,8 @@ def test_winograd_forward_threads_and_bands(layout, k):
                 prev = fastconv._C.set_conv_band_bytes(band) if band else None
                 try:
                     results.append(fastconv.conv2d_fused(x, w, padding=p, residual=res, relu=True))
+                    grads.append(torch.ops.fastconv.conv2d_backward(go, x, w, [1, 1], [p] * 4, [1, 1], 1,
+                                                                    [True, False, False])[0])
                 finally:
                     if prev is not None:
                         fastconv._C.set_conv_band_bytes(prev)
@@ -412,6 +421,8 @@ def test_winograd_forward_threads_and_bands(layout, k):
         torch.set_num_threads(old)
     torch.testing.assert_close(results[0], ref, rtol=1e-10, atol=1e-10)
     assert all(torch.equal(results[0], r) for r in results[1:])
+    torch.testing.assert_close(grads[0], ref_gx, rtol=1e-10, atol=1e-10)
+    assert all(torch.equal(grads[0], g) for g in grads[1:])
 
 
 @pytest.mark.parametrize("shape", [
