@@ -425,6 +425,45 @@ def test_winograd_forward_threads_and_bands(layout, k, weight_layout):
     assert all(torch.equal(grads[0], g) for g in grads[1:])
 
 
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("weight_layout", ["oihw", "channels_last"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_direct_packs_weight_blocks_per_thread(groups, weight_layout, layout):
+    """A direct layer whose weights exceed 256 KB and whose input fits one band (small batch
+    at 7x7) has each thread pack the weight blocks of its own tasks: torch's result in
+    float64, forward and input gradient (the weight packed transposed), the same bits on 1-3
+    threads and with the blocks packed up front (tiny bands: one image per band)."""
+    gen = torch.Generator().manual_seed(groups)
+    x = to_layout(torch.randn(2, 96 * groups, 7, 9, generator=gen, dtype=torch.float64), layout)
+    w = torch.randn(100 * groups, 96, 3, 3, generator=gen, dtype=torch.float64)  # 100 = 3 blocks + 4
+    if weight_layout == "channels_last":
+        w = w.contiguous(memory_format=torch.channels_last)
+    go = to_layout(torch.randn(2, 100 * groups, 7, 9, generator=gen, dtype=torch.float64), layout)
+    ref = F.conv2d(x, w, padding=1, groups=groups)
+    ref_gx = torch.ops.aten.convolution_backward(go, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], groups,
+                                                 [True, False, False])[0]
+    old = torch.get_num_threads()
+    runs = []
+    try:
+        with forced(fastconv.conv_algo, fastconv.set_conv_algo, "direct"):
+            for threads, band in [(1, None), (2, None), (3, None), (2, 1)]:
+                torch.set_num_threads(threads)
+                prev = fastconv._C.set_conv_band_bytes(band) if band else None
+                try:
+                    runs.append((fastconv.conv2d(x, w, padding=1, groups=groups),
+                                 torch.ops.fastconv.conv2d_backward(go, x, w, [1, 1], [1] * 4, [1, 1], groups,
+                                                                    [True, False, False])[0]))
+                finally:
+                    if prev is not None:
+                        fastconv._C.set_conv_band_bytes(prev)
+    finally:
+        torch.set_num_threads(old)
+    torch.testing.assert_close(runs[0][0], ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(runs[0][1], ref_gx, rtol=1e-10, atol=1e-10)
+    for y, gx in runs[1:]:
+        assert torch.equal(y, runs[0][0]) and torch.equal(gx, runs[0][1])
+
+
 @pytest.mark.parametrize("shape", [
     # (N, C, H, W, OC, k, stride, padding, dilation, groups)
     (3, 20, 13, 11, 37, 3, 1, 1, 1, 1),   # Winograd; 37 output channels: several weight slices

@@ -656,9 +656,7 @@ void direct_forward(const ConvParams& p, const at::Tensor& x, const at::Tensor& 
   const auto* kt = select_kernels<T>();
   PaddedBands<T> xb(kt, x, p.pt, p.pb, p.pl, p.pr);
   OutputBands<T> out(kt, p, y, ep, kt->nchw_tile_store);
-  const at::Tensor wp = packed_weight(kt, w, p, false, transposed, kt->nr);
   const FwdPlan plan = nhwc_plan(kt, p);
-  const T* ws = wp.const_data_ptr<T>();
   const Strides4 yst = out.strides();
   // Bands of (image, row chunk) pairs k = n * rc + chunk, within both band budgets.
   const int64_t rc = plan.row_chunks, rpt = plan.rows_per_task;
@@ -671,6 +669,19 @@ void direct_forward(const ConvParams& p, const at::Tensor& x, const at::Tensor& 
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
   if (per_band < chunks && (gb * per_band) % threads != 0)
     per_band = std::max(per_band / threads, int64_t(1)) * threads;
+  // One band and a task per weight block (blocks_inner off: weights over 256 KB): each thread
+  // packs the blocks of its own tasks as it comes to them, into a slot that stays in its L2.
+  // Packed whole up front, the blocks went out to DRAM and came back: at batch 1 with 512
+  // channels at 7x7 (9.4 MB of weights, 100 KB of input) pack_rows_to_panel took 28% of the
+  // layer at memory speed. With several bands, every band would pack them again.
+  const bool own_blocks = !plan.blocks_inner && per_band >= chunks;
+  const int64_t wblock = p.KH * p.KW * p.icg() * kt->nr;
+  const at::Tensor wp = own_blocks ? at::empty({threads * wblock}, w.options())
+                                   : packed_weight(kt, w, p, false, transposed, kt->nr);
+  const T* ws = wp.const_data_ptr<T>();
+  const bool hwi = !w.is_contiguous();
+  TORCH_INTERNAL_ASSERT(!hwi || w.is_contiguous(at::MemoryFormat::ChannelsLast));
+  std::vector<int64_t> slot_block(static_cast<size_t>(threads), -1);
   for (int64_t k0 = 0; k0 < chunks; k0 += per_band) {
     const int64_t k1 = std::min(chunks, k0 + per_band), cnt = k1 - k0;
     const int64_t n0 = k0 / rc, c0 = k0 % rc, n1 = (k1 - 1) / rc, c1 = (k1 - 1) % rc;
@@ -687,7 +698,19 @@ void direct_forward(const ConvParams& p, const at::Tensor& x, const at::Tensor& 
         // The run of items that stays inside one (image, j): consecutive kernel tasks.
         const int64_t len = std::min({e - i, cnt - i % cnt, rc - c});
         const int64_t t = (n * gb + j) * rc + c;
-        kt->forward_nhwc(xp, ws, p, plan, out.epilogue(), ys, yst, t, t + len);
+        const T* wj = ws;
+        if (own_blocks) {
+          // forward_nhwc reads block j at wpack + j * wblock.
+          const int64_t slot = at::get_thread_num();
+          T* mine = const_cast<T*>(ws) + slot * wblock;
+          if (slot_block[static_cast<size_t>(slot)] != j) {
+            kt->pack_weight(w.const_data_ptr<T>(), p, false, transposed, hwi, kt->nr, rebased(mine, j * wblock), j,
+                            j + 1);
+            slot_block[static_cast<size_t>(slot)] = j;
+          }
+          wj = rebased(mine, j * wblock);
+        }
+        kt->forward_nhwc(xp, wj, p, plan, out.epilogue(), ys, yst, t, t + len);
         i += len;
       }
     });
