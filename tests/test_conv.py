@@ -425,6 +425,31 @@ def test_winograd_forward_threads_and_bands(layout, k, weight_layout):
     assert all(torch.equal(grads[0], g) for g in grads[1:])
 
 
+@pytest.mark.parametrize("size", [(1, 7, 7), (2, 16, 15)])
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_gemm1x1_weight_panels(cpu_capability, size, groups, layout):
+    """The 1x1 GEMM packs its weight panels where it uses them when the pixels fill one or
+    two chunks (batch 1 at 7x7), and packs the whole weight up front otherwise: both against
+    torch in float64, with 37 output channels per group (a partial block), a fused residual and
+    ReLU, on 1 and 2 threads."""
+    n, h, w_ = size
+    gen = torch.Generator().manual_seed(h)
+    x = to_layout(torch.randn(n, 520 * groups, h, w_, generator=gen, dtype=torch.float64), layout)
+    w = torch.randn(37 * groups, 520, 1, 1, generator=gen, dtype=torch.float64)
+    res = to_layout(torch.randn(n, 37 * groups, h, w_, generator=gen, dtype=torch.float64), layout)
+    ref = torch.relu(F.conv2d(x, w, groups=groups) + res)
+    old = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with forced(fastconv.conv_algo, fastconv.set_conv_algo, "gemm1x1"):
+                y = fastconv.conv2d_fused(x, w, groups=groups, residual=res, relu=True)
+            torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-10)
+    finally:
+        torch.set_num_threads(old)
+
+
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("weight_layout", ["oihw", "channels_last"])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])

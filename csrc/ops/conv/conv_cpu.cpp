@@ -594,19 +594,25 @@ void forward_into(const ConvParams& p, const at::Tensor& x, const at::Tensor& w,
                       (!ep.residual || flat_channels_last(ep.rs, p.N, p.OC, p.OH, p.OW));
     if (nchw || nhwc) {
       const int block = nchw ? kt->mr_nchw : kt->nr;
-      const at::Tensor wp = packed_weight(kt, w, p, false, transposed, block);
       const int64_t tile = nchw ? kt->nr : kt->mr;
       int64_t chunk = gemm1x1_chunk(p, sizeof(T), tile);
       const int64_t parts = gemm1x1_parts(p, sizeof(T), tile, ceil_div(p.ocg(), block), chunk);
-      const int64_t tasks = parts * p.groups * ceil_div(p.N * p.H * p.W, chunk);
+      const int64_t chunks = ceil_div(p.N * p.H * p.W, chunk);
+      const int64_t tasks = parts * p.groups * chunks;
+      // Pixels in one or two chunks: every weight panel serves one or two tasks, which pack
+      // it where they use it (own_panel) instead of the whole weight being packed up front.
+      // (A 1x1 weight is (OC, C / groups) whether OIHW or channels_last.)
+      const bool own_panels = !transposed && chunks <= 2;
+      const at::Tensor wp = own_panels ? at::Tensor() : packed_weight(kt, w, p, false, transposed, block);
       const auto fn = nchw ? kt->forward_1x1_nchw : kt->forward_1x1_nhwc;
       Epilogue<T> e = ep;
       if (nhwc) e.rs = {p.OH * p.OW * p.OC, 1, p.OW * p.OC, p.OC};
       const T* xs = x.const_data_ptr<T>();
-      const T* ws = wp.const_data_ptr<T>();
+      const T* ws = own_panels ? nullptr : wp.const_data_ptr<T>();
+      const T* raw = own_panels ? w.const_data_ptr<T>() : nullptr;
       T* ys = y.mutable_data_ptr<T>();
       const int64_t kc = gemm1x1_kc(p);
-      at::parallel_for(0, tasks, 1, [&](int64_t b, int64_t end) { fn(xs, ws, p, chunk, kc, parts, e, ys, b, end); });
+      at::parallel_for(0, tasks, 1, [&](int64_t b, int64_t end) { fn(xs, ws, raw, p, chunk, kc, parts, e, ys, b, end); });
       return;
     }
   }

@@ -149,9 +149,11 @@ struct ConvKernels {
   // NCHW: x, y and the residual contiguous; pixels in the SIMD lanes, weights packed with
   // block mr_nchw. NHWC: x, y and the residual contiguous channels_last; output channels in
   // the lanes, weights packed with block nr. No layout conversion either way.
-  void (*forward_1x1_nchw)(const T* x, const T* wpack, const ConvParams& p, int64_t chunk, int64_t kc,
+  // raw: the weight itself, (OC, C / groups) contiguous, instead of wpack (null then): each
+  // (block, reduction block) panel is packed where it is used.
+  void (*forward_1x1_nchw)(const T* x, const T* wpack, const T* raw, const ConvParams& p, int64_t chunk, int64_t kc,
                            int64_t parts, const Epilogue<T>& ep, T* y, int64_t task_begin, int64_t task_end);
-  void (*forward_1x1_nhwc)(const T* x, const T* wpack, const ConvParams& p, int64_t chunk, int64_t kc,
+  void (*forward_1x1_nhwc)(const T* x, const T* wpack, const T* raw, const ConvParams& p, int64_t chunk, int64_t kc,
                            int64_t parts, const Epilogue<T>& ep, T* y, int64_t task_begin, int64_t task_end);
 
   // Direct convolution, NCHW orientation, for stride-1 (along W) layers with few input or

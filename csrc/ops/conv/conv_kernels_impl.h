@@ -724,8 +724,21 @@ void aim_next(Next& next, const T* x, const ConvParams& p, int64_t chunk, int64_
   }
 }
 
+// The weight panel of output channels [oc0, oc0 + m) and input channels [k0, k0 + kk) of a 1x1
+// weight w (OC x icg), packed as [kk][block] into buf (lanes past m zero). For a layer with
+// few pixels, whose tasks each use a panel once (ResNet-50's 2048 -> 512 at batch 1: a 4 MB
+// weight for 49 pixels), packing the whole weight up front wrote it out to DRAM and read it
+// back (28% of the layer in pack_rows_to_panel).
 template <class T>
-void forward_1x1_nchw(const T* x, const T* wpack, const ConvParams& p, int64_t chunk, int64_t kc, int64_t parts,
+const T* own_panel(const T* w, int64_t icg, int64_t oc0, int m, int64_t k0, int64_t kk, int block,
+                   std::vector<T>& buf) {
+  pack_rows_to_panel(w + oc0 * icg + k0, icg, m, kk, buf.data(), block);
+  return buf.data();
+}
+
+template <class T>
+void forward_1x1_nchw(const T* x, const T* wpack, const T* raw, const ConvParams& p, int64_t chunk, int64_t kc,
+                      int64_t parts,
                       const Epilogue<T>& ep, T* y, int64_t task_begin, int64_t task_end) {
   using S = typename Tile<T>::S;
   using V = typename Tile<T>::V;
@@ -736,6 +749,7 @@ void forward_1x1_nchw(const T* x, const T* wpack, const ConvParams& p, int64_t c
   // The chunk's input is first copied into [tile][ic][NR] panels: read in place, each step of
   // the reduction would touch a different channel plane.
   std::vector<T> panel(static_cast<size_t>((chunk + NR - 1) / NR * kc * NR));
+  std::vector<T> wpanel(raw ? static_cast<size_t>(kc * MR) : 0);
   std::vector<Piece> pieces;
   std::vector<TilePieces> spans;
   NextPanel<T> next;
@@ -781,7 +795,7 @@ void forward_1x1_nchw(const T* x, const T* wpack, const ConvParams& p, int64_t c
       for (int64_t blk = blk0; blk < blk1; ++blk) {
         const int64_t oc0 = g * ocg + blk * MR;
         const int m = static_cast<int>(std::min<int64_t>(MR, ocg - blk * MR));
-        const T* wb = wpack + (g * nblk + blk) * icg * MR + k0 * MR;
+        const T* wb = raw ? own_panel(raw, icg, oc0, m, k0, kk, MR, wpanel) : wpack + (g * nblk + blk) * icg * MR + k0 * MR;
         for (int64_t ti = 0; ti < ntiles; ++ti) {
           const auto pf = next.take(nb > 1 && blk == blk0 ? 0 : std::min(kk, per_call));
           const size_t pb = spans[ti].begin, pe = spans[ti].end;
@@ -855,7 +869,8 @@ struct NextRows : PrefetchRuns<T> {
 };
 
 template <class T>
-void forward_1x1_nhwc(const T* x, const T* wpack, const ConvParams& p, int64_t chunk, int64_t kc, int64_t parts,
+void forward_1x1_nhwc(const T* x, const T* wpack, const T* raw, const ConvParams& p, int64_t chunk, int64_t kc,
+                      int64_t parts,
                       const Epilogue<T>& ep, T* y, int64_t task_begin, int64_t task_end) {
   using V = typename Tile<T>::V;
   constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR, NV = Tile<T>::NV;
@@ -867,6 +882,7 @@ void forward_1x1_nhwc(const T* x, const T* wpack, const ConvParams& p, int64_t c
   // The chunk's pixels as [tile][ic][MR] panels, so both operands of the microkernel are
   // packed; each is then read by every output-channel block.
   std::vector<T> panel(static_cast<size_t>((chunk + MR - 1) / MR * kc * MR));
+  std::vector<T> wpanel(raw ? static_cast<size_t>(kc * NR) : 0);
   NextRows<T> next;
   const int64_t gc = p.groups * chunks;
   for (int64_t task = task_begin; task < task_end; ++task) {
@@ -892,7 +908,7 @@ void forward_1x1_nhwc(const T* x, const T* wpack, const ConvParams& p, int64_t c
         const int nvalid = static_cast<int>(std::min<int64_t>(NR, ocg - blk * NR));
         int lanes[NV];
         tile_lanes<T>(nvalid, lanes);
-        const T* wb = wpack + (g * nblk + blk) * icg * NR + k0 * NR;
+        const T* wb = raw ? own_panel(raw, icg, oc0, nvalid, k0, kk, NR, wpanel) : wpack + (g * nblk + blk) * icg * NR + k0 * NR;
         for (int64_t ti = 0; ti < ntiles; ++ti) {
           const int64_t qa = q0 + ti * MR;
           const int m = static_cast<int>(std::min<int64_t>(MR, q1 - qa));
