@@ -450,6 +450,29 @@ def test_gemm1x1_weight_panels(cpu_capability, size, groups, layout):
         torch.set_num_threads(old)
 
 
+def test_gemm1x1_streams_large_outputs():
+    """A channels_last 1x1 layer whose output exceeds 16 MB writes it with streaming stores
+    (past the caches): the fused epilogue's result against torch, the same bits on 1 and 2
+    threads, for 256 and 272 output channels (pixel rows 1 KB and 1088 bytes apart)."""
+    gen = torch.Generator().manual_seed(11)
+    for oc in (256, 272):
+        x = torch.randn(2, 64, 96, 96, generator=gen).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(oc, 64, 1, 1, generator=gen) * 0.1
+        res = torch.randn(2, oc, 96, 96, generator=gen).contiguous(memory_format=torch.channels_last)
+        ref = torch.relu(F.conv2d(x.double(), w.double()) + res.double())
+        old = torch.get_num_threads()
+        outs = []
+        try:
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                outs.append(fastconv.conv2d_fused(x, w, residual=res, relu=True))
+        finally:
+            torch.set_num_threads(old)
+        assert outs[0].numel() * 4 >= 16 << 20
+        torch.testing.assert_close(outs[0].double(), ref, atol=1e-4, rtol=1e-4)
+        assert torch.equal(outs[0], outs[1])
+
+
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("weight_layout", ["oihw", "channels_last"])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])

@@ -470,7 +470,7 @@ FASTCONV_ALWAYS_INLINE void store_tile_nchw(typename Tile<float>::V (&acc)[M][Ti
 template <class T, int M>
 FASTCONV_ALWAYS_INLINE void store_pixels_by_channels(typename Tile<T>::V (&acc)[M][Tile<T>::NV],
                                                      const Epilogue<T>& ep, int64_t oc0, int nvalid,
-                                                     T* y, Strides4 ys, const T* res) {
+                                                     T* y, Strides4 ys, const T* res, bool stream = false) {
   using S = typename Tile<T>::S;
   using V = typename Tile<T>::V;
   constexpr int NV = Tile<T>::NV, W = Tile<T>::W, NR = Tile<T>::NR;
@@ -494,7 +494,8 @@ FASTCONV_ALWAYS_INLINE void store_pixels_by_channels(typename Tile<T>::V (&acc)[
         V o = acc[r][v];
         if (ep.residual) o = S::add(o, S::load_n(res + r * ep.rs.w + v * W, lanes[v]));
         if (ep.relu) o = S::max(S::zero(), o);
-        S::store_n(y + r * ys.w + v * W, o, lanes[v]);
+        if (stream) S::stream_n(y + r * ys.w + v * W, o, lanes[v]);
+        else S::store_n(y + r * ys.w + v * W, o, lanes[v]);
       }
     return;
   }
@@ -885,6 +886,10 @@ void forward_1x1_nhwc(const T* x, const T* wpack, const T* raw, const ConvParams
   std::vector<T> wpanel(raw ? static_cast<size_t>(kc * NR) : 0);
   NextRows<T> next;
   const int64_t gc = p.groups * chunks;
+  // An output far larger than the caches (64 -> 256 at 56x56, batch 8: 26 MB) is written past
+  // them with streaming stores in its last reduction block: ordinary stores first read every
+  // line they fill, a third of the layer's DRAM traffic.
+  const bool stream = total * p.OC * int64_t(sizeof(T)) >= (int64_t(16) << 20) && p.OC % (64 / int64_t(sizeof(T))) == 0;
   for (int64_t task = task_begin; task < task_end; ++task) {
     const int64_t part = task / gc, t = task % gc;
     const int64_t blk0 = part * nblk / parts, blk1 = (part + 1) * nblk / parts;
@@ -917,16 +922,19 @@ void forward_1x1_nhwc(const T* x, const T* wpack, const T* raw, const ConvParams
           with_rows<1, MR>(m, [&](auto mc) {
             constexpr int M = decltype(mc)::value;
             V acc[M][NV];
-            prefetch_tile<T, M>(yt, p.OC);
+            if (!(stream && last)) prefetch_tile<T, M>(yt, p.OC);
             load_tile<T, M>(acc, first ? nullptr : yt, p.OC, lanes);
             ukernel_packed<T, M>(panel.data() + ti * kk * MR, wb, kk, acc, nullptr, 0, nullptr, pf.p, pf.stride, pf.n);
             store_pixels_by_channels<T, M>(acc, e, oc0, nvalid, yt, ys,
-                                           e.residual ? e.residual + qa * p.OC + oc0 : nullptr);
+                                           e.residual ? e.residual + qa * p.OC + oc0 : nullptr, stream && last);
           });
         }
       }
     }
   }
+#if defined(__AVX2__)
+  if (stream) _mm_sfence();  // the streamed lines reach memory before the task is seen done
+#endif
 }
 
 template <class T>
