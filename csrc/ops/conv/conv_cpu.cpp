@@ -196,14 +196,6 @@ bool flat_channels_last(Strides4 s, int64_t N, int64_t C, int64_t H, int64_t W) 
 // (up to 1.2x on 3x3 layers: a band is still in L2 when the kernel reads it).
 int64_t band_bytes() { return g_band_bytes.load(std::memory_order_relaxed); }
 
-// A pointer the kernels can index with a whole tensor's coordinates when the buffer holds its
-// rows from `elems` on. Formed through an integer: the intermediate lies outside the buffer,
-// every address the kernels form from it lies inside.
-template <class T>
-T* rebased(T* band, int64_t elems) {
-  return reinterpret_cast<T*>(reinterpret_cast<uintptr_t>(band) - static_cast<uintptr_t>(elems) * sizeof(T));
-}
-
 // The zero-padded NHWC input, materialised a band of rows at a time; row r = n * hp + h.
 // An unpadded channels_last input is read in place.
 template <class T>

@@ -14,6 +14,15 @@
 namespace fastconv {
 namespace conv {
 
+// A pointer the kernels can index with a whole tensor's coordinates when the buffer holds its
+// rows (or packed weight items) from `elems` on. Formed through an integer: the intermediate
+// lies outside the buffer, every address the kernels form from it lies inside. Always inlined:
+// no out-of-line copy of the per-ISA objects for the linker to pick.
+template <class T>
+FASTCONV_ALWAYS_INLINE T* rebased(T* band, int64_t elems) {
+  return reinterpret_cast<T*>(reinterpret_cast<uintptr_t>(band) - static_cast<uintptr_t>(elems) * sizeof(T));
+}
+
 struct Strides4 {
   int64_t n = 0, c = 0, h = 0, w = 0;
 };

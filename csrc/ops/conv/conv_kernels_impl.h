@@ -1604,9 +1604,7 @@ void winograd_weight_m(const T* w, const ConvParams& p, bool transposed, bool hw
   for (int64_t ocb = ocb_begin; ocb < ocb_end; ++ocb) {
     // pack_weight writes item i at out + i * KK * C * NR; this block is item oc0 / NR + ocb.
     const int64_t item = oc0 / NR + ocb;
-    T* out = reinterpret_cast<T*>(reinterpret_cast<uintptr_t>(panel.data()) -
-                                  static_cast<uintptr_t>(item * KK * C * NR) * sizeof(T));
-    pack_weight(w, whole, false, transposed, hwi, NR, out, item, item + 1);
+    pack_weight(w, whole, false, transposed, hwi, NR, rebased(panel.data(), item * KK * C * NR), item, item + 1);
     for (int64_t ic = 0; ic < C; ++ic)
       for (int64_t piece = 0; piece < pieces; ++piece) {
         const T* g[9];
