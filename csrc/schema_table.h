@@ -73,6 +73,19 @@ inline void define_ops(torch::Library& m) {
   // grad_output itself).
   m.def("squeeze_excitation_backward(Tensor grad_output, Tensor input, Tensor fc1_weight, Tensor fc2_weight, "
         "Tensor hidden, Tensor scale, Tensor? output, bool[2] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
+
+  // ---- Training-mode BatchNorm with the residual add and ReLU after it (csrc/ops/bn):
+  //   output = relu?((input - mean[c]) * rsqrt(var[c] + eps) * weight[c] + bias[c] + residual)
+  // with the batch statistics over N, H, W: mean and the biased var (C,), returned for the
+  // running averages and the backward. input (N, C, H, W); weight / bias (C,) or absent.
+  m.def("batch_norm_act(Tensor input, Tensor? weight, Tensor? bias, Tensor? residual, bool relu, float eps) "
+        "-> (Tensor output, Tensor mean, Tensor var)");
+  // (grad_input, grad_weight (C,), grad_bias (C,), grad_residual): the gradient through the ReLU
+  // (mask output > 0 or NaN when the forward output is given) and the batch statistics;
+  // grad_residual is the masked grad_output, or empty (0,) unless residual_grad and output are
+  // given (without a mask it is grad_output itself).
+  m.def("batch_norm_act_backward(Tensor grad_output, Tensor input, Tensor? weight, Tensor mean, Tensor var, "
+        "Tensor? output, float eps, bool residual_grad) -> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 }  // namespace fastconv

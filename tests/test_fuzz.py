@@ -350,3 +350,31 @@ def test_fuzz_squeeze_excitation(n, c, r, h, w, bias, residual, conv_weights, dt
     tol = _tol(dtype) if dtype == torch.float64 else dict(rtol=1e-3, atol=1e-4 * (1 + n * h * w) ** 0.5)
     with machine(env):
         _compare(ours, squeeze_excitation_ref, [x, w1, b1, w2, b2, idt], tol, seed)
+
+
+# ----------------------------------------------------------------------------- BatchNorm + ReLU
+
+@given(n=st.sampled_from([0, 1, 2, 3]), c=st.integers(1, 72), h=st.integers(1, 11), w=st.integers(1, 11),
+       affine=st.booleans(), residual=st.booleans(), relu=st.booleans(), dtype=st.sampled_from(DTYPES),
+       layout=st.sampled_from(LAYOUTS), specials=st.sampled_from([0.0, 0.0, 0.0, 0.02]), seed=st.integers(0, 2**16),
+       env=envs)
+def test_fuzz_batch_norm_act(n, c, h, w, affine, residual, relu, dtype, layout, specials, seed, env):
+    x = to_layout(_randn((n, c, h, w), dtype, seed, specials) * 2 + 1, layout)
+    wt = _randn((c,), dtype, seed + 1).abs() + 0.5 if affine else None
+    bs = _randn((c,), dtype, seed + 2) if affine else None
+    idt = to_layout(_randn((n, c, h, w), dtype, seed + 3), layout) if residual else None
+
+    def ours(x, wt, bs, idt):
+        return fastconv.ops.batch_norm_act(x, None, None, wt, bs, idt, relu)
+
+    def ref(x, wt, bs, idt):
+        y = F.batch_norm(x, None, None, wt, bs, True, 0.1, 1e-5) + (idt if idt is not None else 0)
+        return torch.relu(y) if relu else y
+
+    # float32 statistics and parameter gradients sum N*H*W values in another order, and the
+    # input gradient is a difference of such sums scaled by 1 / std.
+    tol = _tol(dtype) if dtype == torch.float64 else dict(rtol=2e-3, atol=2e-4 * (1 + n * h * w) ** 0.5)
+    with machine(env):
+        if _rejected_alike(lambda: ours(x, wt, bs, idt), lambda: ref(x, wt, bs, idt)):
+            return
+        _compare(ours, ref, [x, wt, bs, idt], tol, seed)

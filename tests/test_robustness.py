@@ -20,7 +20,7 @@ def _params(seed=11):
 
     return dict(w3=r(24, 20, 3, 3), b3=r(24), w5=r(8, 5, 5, 5), w1=r(32, 20, 1, 1), wq=r(20, 24, 1, 1), wd=r(20, 1, 3, 3),
                 scale=r(24).abs() + 0.5, shift=r(24), res=r(3, 24, 33, 29), s=r(3, 20).sigmoid(),
-                fc1=r(5, 20), fb1=r(5), fc2=r(20, 5), fb2=r(20))
+                fc1=r(5, 20), fb1=r(5), fc2=r(20, 5), fb2=r(20), bnw=r(20).abs() + 0.5, bnb=r(20))
 
 
 P = _params()
@@ -42,6 +42,8 @@ CALLS = [
     ("channel_scale", lambda x, s: fastconv.channel_scale(x, s, x.detach(), True), ("s",)),
     ("squeeze_excitation", lambda x, w1, b1, w2, b2: fastconv.squeeze_excitation(x, w1, b1, w2, b2),
      ("fc1", "fb1", "fc2", "fb2")),
+    ("batch_norm_act", lambda x, w, b: fastconv.ops.batch_norm_act(x, None, None, w, b, x.detach(), True),
+     ("bnw", "bnb")),
 ]
 
 

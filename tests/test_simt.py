@@ -325,6 +325,46 @@ def test_squeeze_excitation(shape, dtype, channels_last):
                 assert_same(a, b, what=f"squeeze_excitation_backward {name} mask={mask}")
 
 
+BN_SHAPES = [(2, 32, 7, 6), (4, 3, 1, 1), (3, 70, 5, 9), (2, 16, 33, 33), (1, 5, 1, 2), (0, 8, 4, 4)]
+
+
+@pytest.mark.parametrize("shape", BN_SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_batch_norm_act(shape, dtype, channels_last):
+    c = shape[1]
+    x = pool_input(shape, dtype, channels_last) * 3 + 2
+    r = pool_input(shape, dtype, channels_last, seed=5)
+    w, b = torch.randn(c, dtype=dtype), torch.randn(c, dtype=dtype)
+    for weight, bias, res, relu in ((w, b, None, True), (None, None, r, True), (w, None, r, False), (w, b, r, True)):
+        want = CPU.batch_norm_act(x, weight, bias, res, relu, 1e-5)
+        got = EMU.batch_norm_act(x, weight, bias, res, relu, 1e-5)
+        for a, bb, name in zip(got, want, ("output", "mean", "var")):
+            assert_same(a, bb, what=f"batch_norm_act {name}")
+        out, mean, var = want
+        g = torch.randn(out.shape, dtype=torch.float64).to(dtype)
+        o = out if relu else None
+        for residual_grad in (False, True):
+            for a, bb, name in zip(EMU.batch_norm_act_backward(g, x, weight, mean, var, o, 1e-5, residual_grad),
+                                   CPU.batch_norm_act_backward(g, x, weight, mean, var, o, 1e-5, residual_grad),
+                                   ("grad_input", "grad_weight", "grad_bias", "grad_residual")):
+                assert_same(a, bb, what=f"batch_norm_act_backward {name}")
+
+
+def test_batch_norm_act_bad_input_same_errors():
+    x = torch.randn(2, 4, 3, 3)
+    for args in ((torch.randn(1, 4, 1, 1), None, None, None, True, 1e-5),
+                 (x, torch.randn(3), None, None, True, 1e-5),
+                 (x, None, None, torch.randn(2, 4, 3, 2), True, 1e-5),
+                 (x, None, None, None, True, -1.0)):
+        messages = []
+        for ops in (CPU, EMU):
+            with pytest.raises(ValueError) as e:
+                ops.batch_norm_act(*args)
+            messages.append(str(e.value).split("\n")[0])
+        assert messages[0] == messages[1]
+
+
 # ----------------------------------------------------------------------------------- coverage
 
 def test_every_op_has_an_emulated_cuda_kernel():

@@ -1,5 +1,6 @@
 """Public functional API. Each op family lives in its own module with its fake kernel and
 autograd registration next to it."""
+from .bn import BatchNormActFunction, batch_norm_act  # noqa: F401
 from .conv import Conv2dFunction, conv2d, conv2d_fused, conv_algo, conv_padding, set_conv_algo  # noqa: F401
 from .lrn import LocalResponseNormFunction, local_response_norm  # noqa: F401
 from .pool import (  # noqa: F401
@@ -33,4 +34,6 @@ __all__ = [
     "squeeze_excitation",
     "ChannelScaleFunction",
     "SqueezeExcitationFunction",
+    "batch_norm_act",
+    "BatchNormActFunction",
 ]

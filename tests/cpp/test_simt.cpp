@@ -9,6 +9,7 @@
 #endif
 #include "ops/conv/conv_cuda.cu"
 #include "ops/se/se_cuda.cu"
+#include "ops/bn/bn_cuda.cu"
 
 #include <cmath>
 #include <cstdio>
@@ -180,6 +181,63 @@ void test_se(int64_t N, int64_t C, int64_t HW, int64_t squeezed, std::mt19937& r
   expect_close(gs2, gs, 1e-12, "channel_scale grad_scale");
 }
 
+// Training-mode BatchNorm + residual + ReLU: the block reductions over each channel's values.
+void test_bn(int64_t N, int64_t C, int64_t HW, std::mt19937& rng) {
+  fastconv::bn::BnParams p;
+  p.batch = N, p.channels = C, p.inner = HW;
+  const int64_t M = N * HW;
+  auto x = random_vector(N * C * HW, rng);
+  for (auto& v : x) v = 3.0 * v + 2.0;
+  const auto r = random_vector(N * C * HW, rng), g = random_vector(N * C * HW, rng);
+  const auto w = random_vector(C, rng), b = random_vector(C, rng);
+  const double eps = 1e-5;
+  std::vector<double> mean(C), var(C), y(x.size()), gx(x.size()), gw(C), gb(C), gr(x.size());
+  for (int64_t c = 0; c < C; ++c) {
+    double s = 0, q = 0;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t i = 0; i < HW; ++i) s += x[(n * C + c) * HW + i];
+    mean[c] = s / double(M);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t i = 0; i < HW; ++i) q += (x[(n * C + c) * HW + i] - mean[c]) * (x[(n * C + c) * HW + i] - mean[c]);
+    var[c] = q / double(M);
+    const double is = 1 / std::sqrt(var[c] + eps);
+    double s1 = 0, s2 = 0;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t i = 0; i < HW; ++i) {
+        const int64_t e = (n * C + c) * HW + i;
+        const double v = (x[e] - mean[c]) * is * w[c] + b[c] + r[e];
+        y[e] = v > 0 ? v : 0;
+        gr[e] = v > 0 ? g[e] : 0;
+        s1 += gr[e];
+        s2 += gr[e] * (x[e] - mean[c]);
+      }
+    gb[c] = s1;
+    gw[c] = s2 * is;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t i = 0; i < HW; ++i) {
+        const int64_t e = (n * C + c) * HW + i;
+        gx[e] = w[c] * is * (gr[e] - s1 / double(M) - (x[e] - mean[c]) * is * is * s2 / double(M));
+      }
+  }
+  namespace k = fastconv::bn::cuda;
+  std::vector<double> y2(y.size()), mean2(C), var2(C), scratch(3 * C);
+  expect_ok(k::batch_norm_act<double>(x.data(), w.data(), b.data(), r.data(), y2.data(), mean2.data(), var2.data(),
+                                      scratch.data(), true, eps, p, nullptr),
+            "batch_norm_act");
+  expect_close(mean2, mean, 1e-12, "bn mean");
+  expect_close(var2, var, 1e-12, "bn var");
+  expect_close(y2, y, 1e-10, "bn output");
+  std::vector<double> gx2(gx.size()), gw2(C), gb2(C), gr2(gr.size());
+  expect_ok(k::batch_norm_act_backward<double>(g.data(), x.data(), w.data(), mean.data(), var.data(), y.data(),
+                                               gx2.data(), gw2.data(), gb2.data(), gr2.data(), scratch.data(), eps, p,
+                                               nullptr),
+            "batch_norm_act_backward");
+  expect_close(gb2, gb, 1e-10, "bn grad_bias");
+  expect_close(gw2, gw, 1e-10, "bn grad_weight");
+  expect_close(gr2, gr, 0, "bn grad_residual");
+  expect_close(gx2, gx, 1e-9, "bn grad_input");
+}
+
 // ---------------------------------------------------------------------------- the emulator itself
 // The CUDA features no kernel of ours uses yet, so that one can start using them with the
 // emulator already proven: warp shuffles, __syncwarp, dynamic shared memory, atomicAdd, and
@@ -297,6 +355,8 @@ int main() {
   test_conv(make_conv(2, 2, 24, 24, 3, 3, 1, 1, 1, 1), rng);   // weight grad split into slices
   test_se(2, 5, 37, 2, rng);                                    // a plane smaller than a block
   test_se(1, 3, 700, 1, rng);                                   // a plane of several block strides
+  test_bn(3, 4, 37, rng);                                       // fewer values per channel than threads
+  test_bn(2, 3, 300, rng);                                      // several block strides per channel
   std::printf("%d checks, %d failures\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }

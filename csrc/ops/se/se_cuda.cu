@@ -1,8 +1,8 @@
 // CUDA Squeeze-and-Excitation kernels (also built by g++ for the SIMT emulator through
 // se_simt.cpp).
 //
-//   * Elementwise passes (the scale, grad_input): grid-stride over the N * C * H * W elements;
-//     each thread tracks its element's plane incrementally, one division per thread.
+//   * Elementwise passes (the scale, grad_input): grid-stride over the N * C * H * W elements
+//     (for_each_plane_element: each element's plane tracked incrementally).
 //   * Per-plane sums over H * W (the squeeze, grad_scale): a block takes 256 / tpp planes at a
 //     time, tpp threads each (the power of two from 32 to 256 that best covers H * W). Each
 //     thread sums a strided share of its plane, then a shared-memory tree adds the shares:
@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "../../common/cuda_loops.h"
 #include "../../common/simt.h"
 #include "se_cuda.h"
 #include "se_math.h"
@@ -88,41 +89,21 @@ template <class T>
 __global__ void __launch_bounds__(kThreads)
     scale_kernel(const T* __restrict__ x, const T* __restrict__ s, const T* __restrict__ r, T* __restrict__ y,
                  bool relu, int64_t total, int64_t inner) {
-  const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
-  int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  int64_t q = i / inner, j = i - q * inner;  // plane and position of element i
-  const int64_t dq = stride / inner, dj = stride - dq * inner;
-  for (; i < total; i += stride) {
+  for_each_plane_element(total, inner, 1, [&](int64_t i, int64_t q, int64_t) {
     T v = __ldg(x + i) * __ldg(s + q);
     if (r != nullptr) v += __ldg(r + i);
     y[i] = relu ? relu_keep_nan(v) : v;
-    q += dq;
-    j += dj;
-    if (j >= inner) {
-      j -= inner;
-      ++q;
-    }
-  }
+  });
 }
 
 template <class T>
 __global__ void __launch_bounds__(kThreads)
     grad_input_kernel(const T* __restrict__ g, const T* __restrict__ y, const T* __restrict__ s,
                       const T* __restrict__ t, T* __restrict__ grad_x, int64_t total, int64_t inner) {
-  const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
-  int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  int64_t q = i / inner, j = i - q * inner;
-  const int64_t dq = stride / inner, dj = stride - dq * inner;
-  for (; i < total; i += stride) {
+  for_each_plane_element(total, inner, 1, [&](int64_t i, int64_t q, int64_t) {
     const T v = masked_grad(g, y, i) * __ldg(s + q);
     grad_x[i] = t != nullptr ? v + __ldg(t + q) : v;
-    q += dq;
-    j += dj;
-    if (j >= inner) {
-      j -= inner;
-      ++q;
-    }
-  }
+  });
 }
 
 // ---- per-plane sums
