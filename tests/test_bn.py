@@ -1,7 +1,7 @@
 """Training-mode BatchNorm + residual + ReLU (fastconv.ops.batch_norm_act) against torch's
 BatchNorm, add and ReLU: output, batch statistics, running statistics, every gradient;
-gradcheck, opcheck, compile, layouts, every SIMD path, thread-count independence and bad
-input."""
+gradcheck, opcheck, compile, layouts, every SIMD path, thread-count independence, the blocks
+that use it in training, and bad input."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastconv
+from fastconv.bench.twins import TorchBottleneck
 from fastconv.ops import batch_norm_act
 from reference import assert_same_result, to_layout
 
@@ -165,6 +166,73 @@ def test_reduced_precision_goes_through_float32():
     assert y.dtype == torch.bfloat16
     want = _ref(x.float(), None, None, w.float(), b.float(), None, True).bfloat16()
     torch.testing.assert_close(y, want, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_convbnrelu_trains_as_torch(layout, momentum):
+    """ConvBNReLU in training runs the fused op; outputs, gradients, running statistics and
+    num_batches_tracked follow torch's Conv2d -> BatchNorm2d -> ReLU over several steps."""
+    torch.manual_seed(0)
+    ours = fastconv.nn.ConvBNReLU(6, 10, 3, padding=1, momentum=momentum).train()
+    conv = torch.nn.Conv2d(6, 10, 3, padding=1, bias=False)
+    bn = torch.nn.BatchNorm2d(10, momentum=momentum)
+    conv.load_state_dict({"weight": ours.conv.weight.detach().clone()})
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    calls = []
+    real = torch.ops.fastconv.batch_norm_act.default
+    for step in range(3):
+        x = torch.randn(3, 6, 7, 7).contiguous(memory_format=fmt)
+        with torch.profiler.profile() as prof:
+            y = ours(x)
+        calls.append(any(e.name == "fastconv::batch_norm_act" for e in prof.events()))
+        want = torch.relu(bn(conv(x)))
+        torch.testing.assert_close(y, want, rtol=1e-4, atol=1e-4)
+        g = torch.randn_like(y)
+        y.backward(g)
+        want.backward(g)
+        torch.testing.assert_close(ours.conv.weight.grad, conv.weight.grad, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(ours.bn.weight.grad, bn.weight.grad, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(ours.bn.bias.grad, bn.bias.grad, rtol=1e-4, atol=1e-4)
+        for p in (*ours.parameters(), *conv.parameters(), *bn.parameters()):
+            p.grad = None
+    assert all(calls) and real is torch.ops.fastconv.batch_norm_act.default
+    torch.testing.assert_close(ours.bn.running_mean, bn.running_mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ours.bn.running_var, bn.running_var, rtol=1e-5, atol=1e-6)
+    assert ours.bn.num_batches_tracked.item() == bn.num_batches_tracked.item() == 3
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_bottleneck_training_step_as_torch(layout):
+    torch.manual_seed(0)
+    ours = fastconv.nn.Bottleneck(32, 8).train()
+    torch.manual_seed(0)
+    twin = TorchBottleneck(32, 8).train()
+    twin.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 32, 9, 9)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    out, ig = _run(lambda x, *_: ours(x), x, None, None, None)
+    want, tg = _run(lambda x, *_: twin(x), x, None, None, None)
+    torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ig[0], tg[0], rtol=1e-4, atol=1e-4)
+    for (name, p), q in zip(ours.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-4, msg=name)
+    for (name, a), b in zip(ours.named_buffers(), twin.buffers()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_bn_with_hooks_or_eval_stats_is_torchs():
+    """A hooked BatchNorm must see its own forward; eval mode folds (no batch statistics)."""
+    m = fastconv.nn.ConvBNReLU(3, 4, 1).train()
+    seen = []
+    m.bn.register_forward_hook(lambda mod, i, o: seen.append(o.shape))
+    m(torch.randn(2, 3, 4, 4))
+    assert seen == [torch.Size([2, 4, 4, 4])]
+    m = fastconv.nn.ConvBNReLU(3, 4, 1).eval()
+    with torch.profiler.profile() as prof:
+        m(torch.randn(2, 3, 4, 4))
+    assert not any(e.name == "fastconv::batch_norm_act" for e in prof.events())
 
 
 @pytest.mark.parametrize("args,match", [

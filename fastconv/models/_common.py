@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from ..nn.conv import Conv2d
-from ..nn.fused import _check_4d, _FoldCache, _foldable, _has_hooks, _records_grad, conv_bn_act
+from ..nn.fused import _check_4d, _FoldCache, _foldable, _has_hooks, _records_grad, batch_stats, bn_act, conv_bn_act
 
 _CONVS = (torch.nn.Conv2d, Conv2d)
 
@@ -88,7 +88,8 @@ class FusedSequential(torch.nn.Sequential):
     """``torch.nn.Sequential`` (same indices, keys, repr) that, with no gradient to record,
     runs each ``Conv2d [-> BatchNorm2d in eval] [-> ReLU]`` as one fused convolution (BatchNorm
     folded and cached, ReLU in the epilogue). Otherwise, and for modules with hooks or of
-    other types (Conv2d subclasses included), module by module, as torch does."""
+    other types (Conv2d subclasses included), module by module, as torch does, but with each
+    training-mode ``BatchNorm2d [-> ReLU]`` as one op (``fastconv.nn.fused.bn_act``)."""
 
     def __init__(self, *args):
         super().__init__(*args)
@@ -101,9 +102,7 @@ class FusedSequential(torch.nn.Sequential):
     def forward(self, x):
         mods = list(self._modules.values())
         if _records_grad((x,), mods):
-            for m in mods:
-                x = m(x)
-            return x
+            return self._forward_recorded(x, mods)
         i = 0
         while i < len(mods):
             m = mods[i]
@@ -121,6 +120,22 @@ class FusedSequential(torch.nn.Sequential):
                     cache = self._folds[i] = _FoldCache()
                 x = conv_bn_act(x, m, bn, relu, cache)
                 i = j + (1 if relu else 0)
+                continue
+            x = m(x)
+            i += 1
+        return x
+
+    @staticmethod
+    def _forward_recorded(x, mods):
+        """Module by module, except that a ``BatchNorm2d [-> ReLU]`` normalising with batch
+        statistics (training) runs as one op (``bn_act``)."""
+        i = 0
+        while i < len(mods):
+            m = mods[i]
+            if type(m) is torch.nn.BatchNorm2d and batch_stats(m, x):
+                relu = i + 1 < len(mods) and _is_relu(mods[i + 1])
+                x = bn_act(x, m, None, relu)
+                i += 2 if relu else 1
                 continue
             x = m(x)
             i += 1

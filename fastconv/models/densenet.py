@@ -8,6 +8,7 @@ import torch.utils.checkpoint as cp
 
 from .. import nn as fnn
 from .. import ops
+from ..nn.fused import norm_relu
 from ._common import FusedSequential, check_input, check_kwargs, kaiming_init, load_weights, read_state
 
 
@@ -29,7 +30,7 @@ class _DenseLayer(torch.nn.Module):
         self.memory_efficient = memory_efficient
 
     def bn_function(self, inputs: List[torch.Tensor]) -> torch.Tensor:
-        return self.conv1(self.relu1(self.norm1(torch.cat(inputs, 1))))
+        return self.conv1(norm_relu(self.norm1, self.relu1, torch.cat(inputs, 1)))
 
     def forward(self, inputs: List[torch.Tensor]) -> torch.Tensor:
         if isinstance(inputs, torch.Tensor):
@@ -39,7 +40,7 @@ class _DenseLayer(torch.nn.Module):
             bottleneck = cp.checkpoint(lambda *xs: self.bn_function(list(xs)), *inputs, use_reentrant=False)
         else:
             bottleneck = self.bn_function(inputs)
-        out = self.conv2(self.relu2(self.norm2(bottleneck)))
+        out = self.conv2(norm_relu(self.norm2, self.relu2, bottleneck))
         if self.drop_rate > 0:
             out = torch.nn.functional.dropout(out, p=self.drop_rate, training=self.training)
         return out
@@ -77,7 +78,7 @@ class _Transition(torch.nn.Sequential):
         # A 1x1 conv (stride 1, no padding) and a 2x2 average pool are both linear per pixel
         # and commute exactly (up to rounding); pooling first gives the conv a quarter of the
         # pixels.
-        return self.conv(self.pool(self.relu(self.norm(x))))
+        return self.conv(self.pool(norm_relu(self.norm, self.relu, x)))
 
 
 class DenseNet(torch.nn.Module):

@@ -136,6 +136,43 @@ def _has_hooks(m) -> bool:
                                   or _torch_module._global_forward_pre_hooks)
 
 
+def batch_stats(bn, y: torch.Tensor) -> bool:
+    """A plain BatchNorm2d that normalises y with the batch's statistics (training, or no
+    running statistics) on a device with a ``batch_norm_act`` kernel: ``bn_act`` runs it."""
+    return (type(bn) is torch.nn.BatchNorm2d and (bn.training or (bn.running_mean is None and bn.running_var is None))
+            and y.dim() == 4 and not _has_hooks(bn) and _bn_act_on(y.device))
+
+
+def _bn_act_on(device: torch.device) -> bool:
+    return device.type == "cpu" or torch._C._dispatch_has_kernel_for_dispatch_key(
+        "fastconv::batch_norm_act", torch._C._dispatch_key_for_device(device.type))
+
+
+def bn_act(y: torch.Tensor, bn: torch.nn.BatchNorm2d, residual: Optional[torch.Tensor] = None,
+           relu: bool = True) -> torch.Tensor:
+    """``act(bn(y) + residual)`` for a BatchNorm2d on batch statistics (``batch_stats``) as one
+    op, two passes each way instead of torch's five forward and seven backward; the running
+    statistics and ``num_batches_tracked`` are updated as ``bn(y)`` would. y / residual
+    ``(N, C, H, W)``."""
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    track = bn.training and bn.track_running_stats
+    return ops.batch_norm_act(y, bn.running_mean if track else None, bn.running_var if track else None, bn.weight,
+                              bn.bias, residual, relu, factor, bn.eps)
+
+
+def norm_relu(bn: torch.nn.Module, relu: Optional[torch.nn.Module], x: torch.Tensor) -> torch.Tensor:
+    """``relu(bn(x))`` (DenseNet's pre-activation order; relu None: ``bn(x)``), as one op when bn
+    normalises with batch statistics and relu is a plain ``torch.nn.ReLU``; else the modules."""
+    plain_relu = relu is None or (type(relu) is torch.nn.ReLU and not _has_hooks(relu))
+    if plain_relu and batch_stats(bn, x):
+        return bn_act(x, bn, None, relu is not None)
+    x = bn(x)
+    return relu(x) if relu is not None else x
+
+
 def _conv_bn_act(input, conv, bn, relu, cache, residual):
     if _has_hooks(conv) or _has_hooks(bn):
         y = conv(input)
@@ -151,7 +188,10 @@ def _conv_bn_act(input, conv, bn, relu, cache, residual):
         w, b = fold_conv_bn(conv, bn)
         y = ops.conv2d(x, w, b, conv.stride, padding, conv.dilation, conv.groups)
     else:
-        y = bn(ops.conv2d(x, conv.weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups))
+        y = ops.conv2d(x, conv.weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups)
+        if batch_stats(bn, y):
+            return bn_act(y, bn, residual, relu)
+        y = bn(y)
     if residual is not None:
         y = y + residual
     return torch.relu(y) if relu else y
@@ -170,7 +210,8 @@ class ConvBNReLU(torch.nn.Module):
     with ``strict=True``, and ``ConvBNReLU.from_modules(conv, bn)`` wraps existing modules
     (sharing their parameters). Eval with no gradient to record: BatchNorm folded into the
     weights (cached), ReLU in the conv epilogue; any kernel size, 1x1 the fastest. Eval with
-    gradients: the same folding, recorded by autograd. Train: torch's BatchNorm on our conv.
+    gradients: the same folding, recorded by autograd. Train: our conv, then BatchNorm on the
+    batch statistics and the ReLU as one op (``fastconv.ops.batch_norm_act``).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size=1, stride=1, padding=0, dilation=1,
@@ -242,7 +283,8 @@ class Bottleneck(torch.nn.Module):
     when the shape changes and no ``downsample`` is given, the projection shortcut
     (``downsample.0`` a 1x1 conv with the stride, ``downsample.1`` a BatchNorm) is built.
     Eval: every conv with its BatchNorm folded, ReLU in the epilogues, and the residual add +
-    ReLU in conv3's epilogue. Train: our convolutions with torch's BatchNorm.
+    ReLU in conv3's epilogue. Train: our convolutions, each followed by one op for its BatchNorm
+    (batch statistics), the residual add (conv3) and the ReLU (``fastconv.ops.batch_norm_act``).
     """
 
     expansion = 4
