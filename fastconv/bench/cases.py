@@ -369,22 +369,24 @@ def _block_module(cls_path: str, seed: int, train: bool, *args: Any, **kwargs: A
 def block_cases(base: str, family: str, op: str, params: str, shape: Tuple[int, int, int, int], ours_cls: str,
                 torch_cls: str, args: Tuple[Any, ...], *, flops: int, nbytes: int, metric: str,
                 directions: Sequence[str] = DIRECTIONS, layouts: Sequence[str] = LAYOUTS,
-                kwargs: Optional[Dict[str, Any]] = None) -> List[Case]:
+                kwargs: Optional[Dict[str, Any]] = None, train_forward: bool = False) -> List[Case]:
     """One block configuration in every layout and direction: ``fwd`` is the module in eval
-    mode (inference), ``fwd+bwd`` one training step in train mode (batch statistics).
-    ``flops`` / ``nbytes`` are the forward's; a training step counts 3x / 2x."""
+    mode (inference; in train mode with ``train_forward``), ``fwd+bwd`` one training step in
+    train mode (batch statistics). ``flops`` / ``nbytes`` are the forward's; a training step
+    counts 3x / 2x."""
     kwargs = kwargs or {}
     cases = []
     for layout in layouts:
         for direction in directions:
-            train = direction != "fwd"
+            step = direction != "fwd"
+            train = train_forward or step
             cases.append(Case(
                 name=f"{base}/{layout}/{direction}", base=base, family=family, op=op, params=params,
                 shape=tuple(shape), layout=layout, direction=direction,
                 make_inputs=random_input(shape, layout),
                 make_ours=_block_module(ours_cls, 0, train, *args, **kwargs),
                 make_torch=_block_module(torch_cls, 0, train, *args, **kwargs),
-                nbytes=nbytes * (2 if train else 1), flops=flops * (3 if train else 1), metric=metric,
+                nbytes=nbytes * (2 if step else 1), flops=flops * (3 if step else 1), metric=metric,
                 # Measured on bottleneck_layer3's training step: one ReLU flip left 0.17% of
                 # grad_input off by more than 1e-2 (max 1.1) against float64, at a relative L2
                 # error of ~1e-3; a wrong gradient is off by O(1).
@@ -400,6 +402,16 @@ def _se(base: str, shape: Tuple[int, int, int, int], reduction: int = 16) -> Lis
     return block_cases(base, "se", "squeeze_excitation", f"r{reduction}", shape,
                        "fastconv.nn.SqueezeExcitation", "fastconv.bench.twins.TorchSqueezeExcitation",
                        (shape[1], reduction), flops=2 * n, nbytes=8 * n, metric="GB/s")
+
+
+def _bn_act(base: str, shape: Tuple[int, int, int, int]) -> List[Case]:
+    # relu(bn(x) + x) in train mode, forward and a training step: BatchNorm on the batch
+    # statistics with the residual add and ReLU of a ResNet block. Minimum traffic: x read
+    # twice (statistics, then normalising) and the output written (fwd).
+    n = _numel(shape)
+    return block_cases(base, "bn", "batch_norm_act", "train, + residual, relu", shape,
+                       "fastconv.bench.twins.BatchNormAddReLU", "fastconv.bench.twins.TorchBatchNormAddReLU",
+                       (shape[1],), flops=6 * n, nbytes=12 * n, metric="GB/s", train_forward=True)
 
 
 def _conv_bn_relu(base: str, n: int, cin: int, size: int, cout: int) -> List[Case]:
@@ -431,6 +443,8 @@ def _inception_1x1(base: str, n: int, cin: int, size: int, couts: Tuple[int, ...
 FUSED_CASES: List[Case] = [
     *_se("se_layer1", (8, 256, 56, 56)),
     *_se("se_layer3", (8, 1024, 14, 14)),
+    *_bn_act("bn_act_layer1", (8, 256, 56, 56)),
+    *_bn_act("bn_act_layer3", (8, 1024, 14, 14)),
     *_conv_bn_relu("convbnrelu_256_64", 8, 256, 56, 64),
     *_conv_bn_relu("convbnrelu_1024_256", 8, 1024, 14, 256),
     *_bottleneck("bottleneck_layer1", 8, 256, 64, 56),

@@ -18,6 +18,28 @@ class TorchSqueezeExcitation(torch.nn.Module):
         return x * torch.sigmoid(self.fc2(torch.relu(self.fc1(x.mean((2, 3), keepdim=True)))))
 
 
+class TorchBatchNormAddReLU(torch.nn.Module):
+    """``relu(bn(x) + x)``: a BatchNorm2d, the residual add and the ReLU of a ResNet block."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.bn = torch.nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(x) + x)
+
+
+class BatchNormAddReLU(TorchBatchNormAddReLU):
+    """fastconv's counterpart: the same module through ``fastconv.nn.fused.bn_act`` (one
+    ``batch_norm_act`` on batch statistics; torch's BatchNorm in eval mode)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from ..nn.fused import batch_stats, bn_act
+        if batch_stats(self.bn, x):
+            return bn_act(x, self.bn, x, True)
+        return super().forward(x)
+
+
 class TorchConvBNReLU(torch.nn.Module):
     """``fastconv.nn.ConvBNReLU`` unfused: ``conv``, ``bn``, optional ReLU (torchvision's
     ``BasicConv2d`` shape)."""
