@@ -7,6 +7,13 @@
 
 namespace fastconv {
 
+// Blocks of `threads` for a grid-stride pass over `total` elements: one element per thread, at
+// most `max_blocks` (the loop covers the rest).
+inline int grid_blocks(int64_t total, int threads, int64_t max_blocks) {
+  const int64_t b = (total + threads - 1) / threads;
+  return static_cast<int>(b < max_blocks ? b : max_blocks);
+}
+
 // A grid-stride loop over the elements [0, total) of channels-first planes of `inner` elements:
 // f(i, q, c) for each element i of this thread, with q = i / inner its plane and c = q % channels
 // its channel, both tracked incrementally (one division per thread, none per element).

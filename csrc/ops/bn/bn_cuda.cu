@@ -23,10 +23,7 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 4096;
 
-int elementwise_blocks(int64_t total) {
-  const int64_t b = (total + kThreads - 1) / kThreads;
-  return static_cast<int>(b < kMaxBlocks ? b : kMaxBlocks);
-}
+int elementwise_blocks(int64_t total) { return grid_blocks(total, kThreads, kMaxBlocks); }
 
 int channel_blocks(int64_t channels) { return static_cast<int>(channels < kMaxBlocks ? channels : kMaxBlocks); }
 

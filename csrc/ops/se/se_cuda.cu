@@ -25,10 +25,7 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 4096;
 
-int elementwise_blocks(int64_t total) {
-  const int64_t b = (total + kThreads - 1) / kThreads;
-  return static_cast<int>(b < kMaxBlocks ? b : kMaxBlocks);
-}
+int elementwise_blocks(int64_t total) { return grid_blocks(total, kThreads, kMaxBlocks); }
 
 // Threads per plane of a reduction.
 int plane_threads(int64_t inner) {
