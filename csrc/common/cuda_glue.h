@@ -43,6 +43,13 @@
 
 namespace fastconv {
 
+inline at::Tensor contiguous_or_undefined(const at::Tensor& t) { return t.defined() ? t.contiguous() : t; }
+
+template <class T>
+const T* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<T>() : nullptr;
+}
+
 // A contiguous kernel result in the layout the CPU op returns, allocated as the CPU op
 // allocates it so the strides match too (also those of size-1 dimensions).
 inline at::Tensor in_memory_format(const at::Tensor& t, at::MemoryFormat fmt) {

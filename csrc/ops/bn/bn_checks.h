@@ -6,23 +6,12 @@
 
 #include <cmath>
 #include <cstdint>
-#include <optional>
 
+#include "../../common/dispatch.h"
 #include "bn_math.h"
 
 namespace fastconv {
 namespace bn {
-
-inline bool channels_last(const at::Tensor& t) { return t.suggest_memory_format() == at::MemoryFormat::ChannelsLast; }
-
-inline at::MemoryFormat format_of(const at::Tensor& t) {
-  return channels_last(t) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-}
-
-inline const at::Tensor& value_or_undefined(const std::optional<at::Tensor>& t) {
-  static const at::Tensor undefined;
-  return t.has_value() ? *t : undefined;
-}
 
 inline BnParams check_input(const char* op, const at::Tensor& input) {
   TORCH_CHECK_VALUE(input.dim() == 4, op, ": input must be 4-D (N, C, H, W), got ", input.dim(), "-D (shape ",
@@ -35,15 +24,6 @@ inline BnParams check_input(const char* op, const at::Tensor& input) {
   p.channels = input.size(1);
   p.inner = input.size(2) * input.size(3);
   return p;
-}
-
-inline void check_like(const char* op, const char* name, const at::Tensor& t, const at::Tensor& like) {
-  TORCH_CHECK_VALUE(t.sizes() == like.sizes(), op, ": ", name, " must have the shape of input ", like.sizes(),
-                    ", got ", t.sizes());
-  TORCH_CHECK_VALUE(t.scalar_type() == like.scalar_type(), op, ": ", name, " must have the dtype of input (",
-                    like.scalar_type(), "), got ", t.scalar_type());
-  TORCH_CHECK_VALUE(t.device() == like.device(), op, ": ", name, " must be on the device of input (", like.device(),
-                    "), got ", t.device());
 }
 
 // A per-channel vector (C,) with input's dtype and device.

@@ -30,10 +30,6 @@ const BnKernels<double>* select_kernels<double>() {
   return pick_kernels(bn_kernels_avx512_double(), bn_kernels_avx2_double(), bn_kernels_default_double());
 }
 
-std::optional<at::Tensor> opt_float(const at::Tensor& t) {
-  return t.defined() ? std::optional<at::Tensor>(t.to(at::kFloat)) : std::nullopt;
-}
-
 // ~32K values per elementwise or channel task.
 int64_t grain(int64_t per_unit) { return std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, per_unit)); }
 

@@ -17,17 +17,6 @@ namespace fastconv {
 namespace bn {
 namespace {
 
-at::Tensor contiguous_or_undefined(const at::Tensor& t) { return t.defined() ? t.contiguous() : t; }
-
-std::optional<at::Tensor> opt_float(const at::Tensor& t) {
-  return t.defined() ? std::optional<at::Tensor>(t.to(at::kFloat)) : std::nullopt;
-}
-
-template <class T>
-const T* ptr_or_null(const at::Tensor& t) {
-  return t.defined() ? t.const_data_ptr<T>() : nullptr;
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_act_cuda(const at::Tensor& input,
                                                                    const std::optional<at::Tensor>& weight_opt,
                                                                    const std::optional<at::Tensor>& bias_opt,

@@ -8,33 +8,16 @@
 #include <initializer_list>
 #include <optional>
 
+#include "../../common/dispatch.h"
 #include "se_math.h"
 
 namespace fastconv {
 namespace se {
 
-inline bool channels_last(const at::Tensor& t) {
-  return t.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
-}
-
-// The layout the CPU op gives an activation-shaped output computed from `t`.
-inline at::MemoryFormat format_of(const at::Tensor& t) {
-  return channels_last(t) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-}
-
 inline void check_dtype(const char* op, const char* name, const at::Tensor& t) {
   const auto s = t.scalar_type();
   TORCH_CHECK_VALUE(s == at::kFloat || s == at::kDouble || s == at::kBFloat16 || s == at::kHalf, op, ": ", name,
                     " must be float32, float64, bfloat16 or float16, got ", s);
-}
-
-inline void check_like(const char* op, const char* name, const at::Tensor& t, const at::Tensor& like) {
-  TORCH_CHECK_VALUE(t.sizes() == like.sizes(), op, ": ", name, " must have the shape of input ", like.sizes(),
-                    ", got ", t.sizes());
-  TORCH_CHECK_VALUE(t.scalar_type() == like.scalar_type(), op, ": ", name, " must have the dtype of input (",
-                    like.scalar_type(), "), got ", t.scalar_type());
-  TORCH_CHECK_VALUE(t.device() == like.device(), op, ": ", name, " must be on the device of input (",
-                    like.device(), "), got ", t.device());
 }
 
 // input (N, C, H, W); per-channel tensors (N, C).
@@ -79,17 +62,6 @@ inline void check_vector(const char* op, const char* name, const at::Tensor& t, 
   TORCH_CHECK_VALUE(t.dim() == 1 && t.size(0) == n, op, ": ", name, " must have shape (", n, ",), got ", t.sizes());
   TORCH_CHECK_VALUE(t.scalar_type() == input.scalar_type() && t.device() == input.device(), op, ": ", name,
                     " must have input's dtype and device, got (", t.scalar_type(), ", ", t.device(), ")");
-}
-
-// ---- small helpers for the optional arguments
-
-inline const at::Tensor& value_or_undefined(const std::optional<at::Tensor>& t) {
-  static const at::Tensor undefined;
-  return t.has_value() ? *t : undefined;
-}
-
-inline std::optional<at::Tensor> opt_float(const at::Tensor& t) {
-  return t.defined() ? std::optional<at::Tensor>(t.to(at::kFloat)) : std::nullopt;
 }
 
 // ---- each op's checks, in the order the ops make them (optional tensors passed undefined

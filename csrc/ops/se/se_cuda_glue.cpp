@@ -20,13 +20,6 @@ namespace {
 
 // ---- layout and small helpers
 
-at::Tensor contiguous_or_undefined(const at::Tensor& t) { return t.defined() ? t.contiguous() : t; }
-
-template <class T>
-const T* ptr_or_null(const at::Tensor& t) {
-  return t.defined() ? t.const_data_ptr<T>() : nullptr;
-}
-
 template <class T>
 T* mutable_ptr_or_null(at::Tensor& t, bool use) {
   return use ? t.mutable_data_ptr<T>() : nullptr;
