@@ -865,3 +865,28 @@ def test_conv2d_double_backward_and_fused_backward_are_explicit_errors():
         gx.sum().backward()
     with pytest.raises(NotImplementedError, match="inference op"):
         fastconv.conv2d_fused(x, w, relu=True).sum().backward()
+
+
+def test_no_grad_call_skips_the_python_autograd_kernel(monkeypatch):
+    # Inference through nn layers and models (weights are Parameters) must dispatch straight
+    # to the backend; the autograd kernel (register_autograd) redispatches, so count those.
+    calls = []
+    redispatch = torch._ops.OpOverload.redispatch
+
+    def counting(self, *args, **kwargs):
+        calls.append(str(self))
+        return redispatch(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch._ops.OpOverload, "redispatch", counting)
+    torch.manual_seed(0)
+    conv = fastconv.nn.Conv2d(3, 4, 3, padding=1)
+    x = torch.randn(2, 3, 9, 9)
+    with torch.no_grad():
+        y = conv(x)
+        fastconv.models.lenet5().eval()(torch.randn(1, 1, 28, 28))
+    assert calls == []
+    torch.testing.assert_close(y, F.conv2d(x, conv.weight, conv.bias, padding=1))
+    # Recording: the autograd kernel runs and the gradient reaches the Parameter.
+    conv(x).sum().backward()
+    assert calls and conv.weight.grad is not None
+

@@ -14,6 +14,11 @@ def below_autograd(op, *args):
         return op(*args)
 
 
+# Parameters count as plain: a module's weights are Parameters (same dispatch, no
+# __torch_function__), and without them every nn layer's call took the slow path.
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
 def call_forward(op, input, *args):
     """Calls a forward op. The ops' autograd layer is a Python kernel (register_autograd) that
     the dispatcher enters on every call, recording or not; when nothing can be recorded (no
@@ -21,7 +26,7 @@ def call_forward(op, input, *args):
     per-call cost of a small op (7 us -> 3.5 us here)."""
     forward_ad = torch.autograd.forward_ad._current_level >= 0
     tensors = [input] + [a for a in args if isinstance(a, torch.Tensor)]
-    if (all(type(t) is torch.Tensor for t in tensors)
+    if (all(type(t) in _PLAIN for t in tensors)
             and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
             and not torch.compiler.is_compiling()
             and not forward_ad):
