@@ -890,3 +890,19 @@ def test_no_grad_call_skips_the_python_autograd_kernel(monkeypatch):
     conv(x).sum().backward()
     assert calls and conv.weight.grad is not None
 
+
+@pytest.mark.parametrize("padding", [(0, 0), (1, 0), (3, 5), (0, 4)])
+def test_nchw_direct_gradients_with_padding_beyond_the_kernel(padding):
+    # The input gradient pads the output gradient by dilation * (k - 1) - padding, negative
+    # (a crop) when the padding exceeds the kernel's reach; the NCHW path's padded copy must crop.
+    torch.manual_seed(0)
+    x = torch.randn(2, 2, 9, 11, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 2, 2, 3, dtype=torch.float64, requires_grad=True)
+    with forced(fastconv.conv_algo, fastconv.set_conv_algo, "nchw"):
+        y = fastconv.conv2d(x, w, padding=padding)
+        g = torch.randn_like(y)
+        grads = torch.autograd.grad(y, (x, w), g)
+    ref = F.conv2d(x, w, padding=padding)
+    torch.testing.assert_close(y, ref)
+    for ours, theirs in zip(grads, torch.autograd.grad(ref, (x, w), g)):
+        torch.testing.assert_close(ours, theirs)
