@@ -62,6 +62,26 @@ def test_matches_torch(cpu_capability, n, c, h, w, affine, residual, relu, dtype
         assert torch.equal(t, old), "an input was modified"
 
 
+@pytest.mark.parametrize("shape", [(4, 64, 128, 128), (2, 60, 183, 191)])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_large_tensors_stream_as_torch(cpu_capability, shape, layout):
+    # 16 MB and more: the outputs and gradients are written with streaming stores (planes of
+    # whole cache lines, and planes that start mid-line).
+    torch.manual_seed(0)
+    c = shape[1]
+    x = to_layout(torch.randn(shape) * 2 + 1, layout)
+    r = to_layout(torch.randn(shape), layout)
+    wt, bs = torch.rand(c) + 0.5, torch.randn(c)
+    ours, og = _run(lambda x, w, b, r: batch_norm_act(x, None, None, w, b, r, True), x, wt, bs, r)
+    # Among 4M outputs a few lie within rounding of 0, where torch's ReLU and ours may decide
+    # differently: the reference applies our decisions (a fixed mask) to torch's values.
+    mask = ours > 0
+    want, tg = _run(lambda x, w, b, r: _ref(x, None, None, w, b, r, False) * mask, x, wt, bs, r)
+    torch.testing.assert_close(ours, want, rtol=1e-4, atol=1e-4)
+    for a, b in zip(og, tg):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+
+
 @pytest.mark.parametrize("residual", [False, True])
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])

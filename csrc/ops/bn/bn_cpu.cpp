@@ -55,6 +55,13 @@ void channel_sums(const BnParams& p, bool cl, std::vector<double>& s1, std::vect
   }
 }
 
+// Outputs of 16 MB and more (8x256x56x56 float: 26 MB) are streamed past the caches: they
+// cannot stay there for the next layer anyway, and an ordinary store first reads each line
+// it fills, one more pass over memory (the same threshold as the 1x1 convolutions' output).
+bool stream_output(const BnParams& p, int64_t elem_bytes) {
+  return p.batch * p.channels * p.inner * elem_bytes >= (int64_t(16) << 20);
+}
+
 // An elementwise pass: planes (cf) or pixel rows (cl), fn(begin, end).
 template <class F>
 void elementwise(const BnParams& p, bool cl, const F& fn) {
@@ -71,7 +78,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_act_cpu(const at::Tens
   const at::Tensor& weight = value_or_undefined(weight_opt);
   const at::Tensor& bias = value_or_undefined(bias_opt);
   const at::Tensor& residual = value_or_undefined(residual_opt);
-  const BnParams p = check_batch_norm_act(op, input, weight, bias, residual, eps);
+  BnParams p = check_batch_norm_act(op, input, weight, bias, residual, eps);
   if (is_reduced_precision(input)) {
     auto [y, mean, var] = batch_norm_act_cpu(input.to(at::kFloat), opt_float(weight), opt_float(bias),
                                              opt_float(residual), relu, eps);
@@ -92,6 +99,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_act_cpu(const at::Tens
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "batch_norm_act_cpu", [&] {
     using T = scalar_t;
     const auto* kt = select_kernels<T>();
+    p.stream = stream_output(p, sizeof(T));
     const T* xp = x.const_data_ptr<T>();
     // The shift of each channel's sums: its first value.
     std::vector<T> k(static_cast<size_t>(p.channels));
@@ -131,7 +139,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_norm_act_backwa
   const char* op = "batch_norm_act_backward";
   const at::Tensor& weight = value_or_undefined(weight_opt);
   const at::Tensor& output = value_or_undefined(output_opt);
-  const BnParams p = check_batch_norm_act_backward(op, grad_output, input, weight, mean, var, output, eps);
+  BnParams p = check_batch_norm_act_backward(op, grad_output, input, weight, mean, var, output, eps);
   if (is_reduced_precision(input)) {
     auto [gi, gw, gb, gr] =
         batch_norm_act_backward_cpu(grad_output.to(at::kFloat), input.to(at::kFloat), opt_float(weight),
@@ -156,6 +164,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_norm_act_backwa
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "batch_norm_act_backward_cpu", [&] {
     using T = scalar_t;
     const auto* kt = select_kernels<T>();
+    p.stream = stream_output(p, sizeof(T));
     const T* gp = g.const_data_ptr<T>();
     const T* xp = x.const_data_ptr<T>();
     const T* yp = y.defined() ? y.const_data_ptr<T>() : nullptr;
@@ -181,8 +190,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_norm_act_backwa
       gbp[c] = static_cast<T>(s1[c]);
     }
     T* gip = gi.mutable_data_ptr<T>();
+    // The residual's gradient is the masked gradient itself: read it instead of the gradient
+    // and the output (three streams instead of four in a pass bound by memory).
+    const T* gm = write_gr ? grp : gp;
+    const T* ym = write_gr ? nullptr : yp;
     elementwise(p, cl, [&](int64_t lo, int64_t hi) {
-      (cl ? kt->grad_input_cl : kt->grad_input_cf)(gp, yp, xp, mp, k1.data(), k2.data(), k3.data(), gip, p, lo, hi);
+      (cl ? kt->grad_input_cl : kt->grad_input_cf)(gm, ym, xp, mp, k1.data(), k2.data(), k3.data(), gip, p, lo, hi);
     });
   });
   return {gi, gw, gb, gr};

@@ -75,9 +75,12 @@ FASTCONV_ALWAYS_INLINE void plane_sums(const BnParams& p, double* s1, double* s2
 // blocks of kBlockRows rows: each channel vector's running sums are loaded from the item's
 // T accumulators, updated over the block's rows in registers and stored back, so a block's
 // rows are read line by line across the channels (walking all of an item's rows for one
-// channel block at a time, strided by a row, ran 1.5-2x slower than the NCHW pass). fold(o,
-// c, w, u, v) updates the w lanes of channels [c, c + w) at element offset o into u / v.
-constexpr int64_t kBlockRows = 8;
+// channel block at a time, strided by a row, ran 1.5-2x slower than the NCHW pass). 4 rows,
+// not 8: on Zen 4 the 8 rows x 3-4 tensors of concurrent line streams ran the backward's sums
+// at 8x1024x14x14 in 3.2 ms against 2.3 ms (median of 6 alternated runs; 8x256x56x56, bound by
+// DRAM, the same either way). fold(o, c, w, u, v) updates the w lanes of channels [c, c + w)
+// at element offset o into u / v.
+constexpr int64_t kBlockRows = 4;
 
 template <class S, class T, class Fold>
 FASTCONV_ALWAYS_INLINE void item_sums(const BnParams& p, double* s1, double* s2, int64_t begin, int64_t end,
@@ -138,6 +141,13 @@ void stats_cl(const T* x, const T* k, double* s1, double* s2, const BnParams& p,
   });
 }
 
+// Stores w lanes at p, streamed past the caches when `stream`.
+template <class S, class T>
+FASTCONV_ALWAYS_INLINE void put(T* p, typename S::V v, int w, bool stream) {
+  if (stream) S::stream_n(p, v, w);
+  else S::store_n(p, v, w);
+}
+
 // The flags of the elementwise kernels as template parameters.
 template <template <bool, bool> class F, class... Args>
 void with_flags(bool a, bool b, Args&&... args) {
@@ -150,7 +160,8 @@ void with_flags(bool a, bool b, Args&&... args) {
 
 // y[0, n) = act((x - m) * a + b + r), m / a / b one value (cf) or rows of values (cl).
 template <class S, class T, bool RELU, bool RES, bool ROW>
-FASTCONV_ALWAYS_INLINE void apply_run(const T* x, const T* m, const T* a, const T* b, const T* r, T* y, int64_t n) {
+FASTCONV_ALWAYS_INLINE void apply_run(const T* x, const T* m, const T* a, const T* b, const T* r, T* y, int64_t n,
+                                      bool stream) {
   using V = typename S::V;
   const V m1 = S::set1(ROW ? T(0) : m[0]), a1 = S::set1(ROW ? T(0) : a[0]), b1 = S::set1(ROW ? T(0) : b[0]);
   for (int64_t j = 0; j < n; j += S::W) {
@@ -159,7 +170,7 @@ FASTCONV_ALWAYS_INLINE void apply_run(const T* x, const T* m, const T* a, const 
     V v = S::fma(d, ROW ? S::load_n(a + j, w) : a1, ROW ? S::load_n(b + j, w) : b1);
     if (RES) v = S::add(v, S::load_n(r + j, w));
     if (RELU) v = relu_keep_nan<S>(v);
-    S::store_n(y + j, v, w);
+    put<S>(y + j, v, w, stream);
   }
 }
 
@@ -172,8 +183,10 @@ struct Apply {
       using S = typename SimdFor<T>::type;
       for (int64_t q = begin; q < end; ++q) {
         const int64_t o = q * p.inner, c = q % p.channels;
-        apply_run<S, T, RELU, RES, false>(x + o, m + c, a + c, b + c, RES ? r + o : nullptr, y + o, p.inner);
+        apply_run<S, T, RELU, RES, false>(x + o, m + c, a + c, b + c, RES ? r + o : nullptr, y + o, p.inner,
+                                          p.stream);
       }
+      if (p.stream) S::fence();
     }
   };
   template <bool RELU, bool RES>
@@ -183,8 +196,9 @@ struct Apply {
       using S = typename SimdFor<T>::type;
       for (int64_t q = begin; q < end; ++q) {
         const int64_t o = q * p.channels;
-        apply_run<S, T, RELU, RES, true>(x + o, m, a, b, RES ? r + o : nullptr, y + o, p.channels);
+        apply_run<S, T, RELU, RES, true>(x + o, m, a, b, RES ? r + o : nullptr, y + o, p.channels, p.stream);
       }
+      if (p.stream) S::fence();
     }
   };
 };
@@ -214,7 +228,7 @@ struct GradSums {
           [&](int64_t c, int64_t o, V& u, V& v) {
             V g = S::load(grad + o);
             if (MASK) g = masked_grad<S>(g, S::load(y + o));
-            if (GR) S::store(gr + o, g);
+            if (GR) put<S>(gr + o, g, S::W, p.stream);
             u = S::add(u, g);
             v = S::fma(g, S::sub(S::load(x + o), S::set1(mean[c])), v);
           },
@@ -224,6 +238,7 @@ struct GradSums {
             a += static_cast<double>(g);
             b += static_cast<double>(g * (x[o] - mean[c]));
           });
+      if (GR && p.stream) S::fence();
     }
   };
   template <bool MASK, bool GR>
@@ -235,10 +250,11 @@ struct GradSums {
       item_sums<S, T>(p, s1, s2, begin, end, [&](int64_t o, int64_t c, int w, V& u, V& v) {
         V g = S::load_n(grad + o, w);
         if (MASK) g = masked_grad<S>(g, S::load_n(y + o, w));
-        if (GR) S::store_n(gr + o, g, w);
+        if (GR) put<S>(gr + o, g, w, p.stream);
         u = S::add(u, g);
         v = S::fma(g, S::sub(S::load_n(x + o, w), S::load_n(mean + c, w)), v);
       });
+      if (GR && p.stream) S::fence();
     }
   };
 };
@@ -259,7 +275,7 @@ void grad_sums_cl(const T* grad, const T* y, const T* x, const T* mean, double* 
 // rows (cl).
 template <class S, class T, bool MASK, bool ROW>
 FASTCONV_ALWAYS_INLINE void grad_input_run(const T* grad, const T* y, const T* x, const T* mean, const T* k1,
-                                           const T* k2, const T* k3, T* gx, int64_t n) {
+                                           const T* k2, const T* k3, T* gx, int64_t n, bool stream) {
   using V = typename S::V;
   const V m0 = S::set1(ROW ? T(0) : mean[0]);
   const V c1 = S::set1(ROW ? T(0) : k1[0]), c2 = S::set1(ROW ? T(0) : k2[0]), c3 = S::set1(ROW ? T(0) : k3[0]);
@@ -270,7 +286,7 @@ FASTCONV_ALWAYS_INLINE void grad_input_run(const T* grad, const T* y, const T* x
     const V d = S::sub(S::load_n(x + j, w), ROW ? S::load_n(mean + j, w) : m0);
     const V v = S::fma(g, ROW ? S::load_n(k1 + j, w) : c1,
                        S::fma(d, ROW ? S::load_n(k2 + j, w) : c2, ROW ? S::load_n(k3 + j, w) : c3));
-    S::store_n(gx + j, v, w);
+    put<S>(gx + j, v, w, stream);
   }
 }
 
@@ -284,8 +300,9 @@ struct GradInput {
       for (int64_t q = begin; q < end; ++q) {
         const int64_t o = q * (ROW ? p.channels : p.inner), c = ROW ? 0 : q % p.channels;
         grad_input_run<S, T, MASK, ROW>(grad + o, MASK ? y + o : nullptr, x + o, mean + c, k1 + c, k2 + c, k3 + c,
-                                        gx + o, ROW ? p.channels : p.inner);
+                                        gx + o, ROW ? p.channels : p.inner, p.stream);
       }
+      if (p.stream) S::fence();
     }
   };
 };

@@ -33,6 +33,9 @@ struct BnParams {
   int64_t batch = 0;     // N
   int64_t channels = 0;  // C
   int64_t inner = 0;     // H * W
+  // CPU: write the elementwise passes' outputs with streaming stores (set for tensors far
+  // larger than the caches, where an ordinary store first reads the line it fills).
+  bool stream = false;
   FASTCONV_HOST_DEVICE int64_t count() const { return batch * inner; }  // M, the values per channel
 };
 
