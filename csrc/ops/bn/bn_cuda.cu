@@ -178,8 +178,11 @@ cudaError_t batch_norm_act_backward(const T* g, const T* x, const T* weight, con
                   grad_weight, grad_bias, k1, k2, k3, eps, p);
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
+  // The residual's gradient, when written, is the masked gradient: read it instead of g and y.
+  const T* gm = grad_r != nullptr ? grad_r : g;
+  const T* ym = grad_r != nullptr ? nullptr : y;
   auto input = &grad_input_kernel<T>;
-  FASTCONV_LAUNCH(input, elementwise_blocks(total), kThreads, 0, stream, g, y, x, mean, static_cast<const T*>(k1),
+  FASTCONV_LAUNCH(input, elementwise_blocks(total), kThreads, 0, stream, gm, ym, x, mean, static_cast<const T*>(k1),
                   static_cast<const T*>(k2), static_cast<const T*>(k3), grad_x, total, p.inner, p.channels);
   return cudaGetLastError();
 }
