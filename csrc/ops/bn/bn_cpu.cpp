@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "../../common/dispatch.h"
+#include "../../common/streaming.h"
 #include "bn_checks.h"
 #include "bn_kernels.h"
 
@@ -55,13 +56,6 @@ void channel_sums(const BnParams& p, bool cl, std::vector<double>& s1, std::vect
   }
 }
 
-// Outputs of 16 MB and more (8x256x56x56 float: 26 MB) are streamed past the caches: they
-// cannot stay there for the next layer anyway, and an ordinary store first reads each line
-// it fills, one more pass over memory (the same threshold as the 1x1 convolutions' output).
-bool stream_output(const BnParams& p, int64_t elem_bytes) {
-  return p.batch * p.channels * p.inner * elem_bytes >= (int64_t(16) << 20);
-}
-
 // An elementwise pass: planes (cf) or pixel rows (cl), fn(begin, end).
 template <class F>
 void elementwise(const BnParams& p, bool cl, const F& fn) {
@@ -96,10 +90,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_act_cpu(const at::Tens
   if (y.numel() == 0) return {y, mean.fill_(NAN), var.fill_(NAN)};
   const at::Tensor w = weight.defined() ? weight.contiguous() : weight;
   const at::Tensor b = bias.defined() ? bias.contiguous() : bias;
+  p.stream = streams_past_caches(static_cast<int64_t>(y.nbytes()));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "batch_norm_act_cpu", [&] {
     using T = scalar_t;
     const auto* kt = select_kernels<T>();
-    p.stream = stream_output(p, sizeof(T));
     const T* xp = x.const_data_ptr<T>();
     // The shift of each channel's sums: its first value.
     std::vector<T> k(static_cast<size_t>(p.channels));
@@ -161,10 +155,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_norm_act_backwa
   if (gi.numel() == 0) return {gi, gw.zero_(), gb.zero_(), gr};
   const at::Tensor w = weight.defined() ? weight.contiguous() : weight;
   const at::Tensor mc = mean.contiguous(), vc = var.contiguous();
+  p.stream = streams_past_caches(static_cast<int64_t>(gi.nbytes()));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "batch_norm_act_backward_cpu", [&] {
     using T = scalar_t;
     const auto* kt = select_kernels<T>();
-    p.stream = stream_output(p, sizeof(T));
     const T* gp = g.const_data_ptr<T>();
     const T* xp = x.const_data_ptr<T>();
     const T* yp = y.defined() ? y.const_data_ptr<T>() : nullptr;

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "../../common/simd.h"
+#include "../../common/streaming.h"
 #include "conv_kernels.h"
 #include "conv_winograd.h"
 
@@ -889,7 +890,7 @@ void forward_1x1_nhwc(const T* x, const T* wpack, const T* raw, const ConvParams
   // An output far larger than the caches (64 -> 256 at 56x56, batch 8: 26 MB) is written past
   // them with streaming stores in its last reduction block: ordinary stores first read every
   // line they fill, a third of the layer's DRAM traffic.
-  const bool stream = total * p.OC * int64_t(sizeof(T)) >= (int64_t(16) << 20) && p.OC % (64 / int64_t(sizeof(T))) == 0;
+  const bool stream = streams_past_caches(total * p.OC * int64_t(sizeof(T))) && p.OC % (64 / int64_t(sizeof(T))) == 0;
   for (int64_t task = task_begin; task < task_end; ++task) {
     const int64_t part = task / gc, t = task % gc;
     const int64_t blk0 = part * nblk / parts, blk1 = (part + 1) * nblk / parts;

@@ -11,6 +11,7 @@
 #include <optional>
 
 #include "../../common/dispatch.h"
+#include "../../common/streaming.h"
 #include "pool_kernels.h"
 #include "pool_shape_checks.h"
 
@@ -66,13 +67,8 @@ at::Tensor empty_like_format(at::IntArrayRef sizes, const at::TensorOptions& opt
   return at::empty(sizes, options.memory_format(format));
 }
 
-// Outputs larger than this are written with non-temporal stores: well past the L2 of any
-// core and half this machine's L3, they would be evicted before anyone reads them, and
-// skipping the read-for-ownership saves a third of the memory traffic of a pooling pass.
-constexpr int64_t kStreamingBytes = int64_t(16) << 20;
-
 Pool2dParams with_streaming(Pool2dParams p, int64_t output_bytes) {
-  p.stream_output = output_bytes >= kStreamingBytes;
+  p.stream_output = streams_past_caches(output_bytes);
   return p;
 }
 

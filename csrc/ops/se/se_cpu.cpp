@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "../../common/dispatch.h"
+#include "../../common/streaming.h"
 #include "se_checks.h"
 #include "se_kernels.h"
 
@@ -35,9 +36,7 @@ at::Tensor as_float(const at::Tensor& t) { return t.defined() ? t.to(at::kFloat)
 // two threads even at batch 1, and a chunk's sums (512 B) stay in L1 while the rows stream by.
 constexpr int64_t kChunk = 128;
 
-// Outputs this large cannot stay in cache for the next layer anyway: write them with
-// non-temporal stores (no read-for-ownership, a third less traffic for a scale pass).
-bool streams(const at::Tensor& y) { return y.nbytes() >= (size_t(16) << 20); }
+bool streams(const at::Tensor& y) { return streams_past_caches(static_cast<int64_t>(y.nbytes())); }
 
 // A plane or pixel row is a few KB; give each task ~32K elements.
 int64_t grain(int64_t per_unit) { return std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, per_unit)); }
