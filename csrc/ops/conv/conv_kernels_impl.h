@@ -157,7 +157,17 @@ __attribute__((noinline)) void ukernel(const T* FASTCONV_RESTRICT a, int64_t a_r
 // stored into the [k][NR] panel on the way, so the copy overlaps the FMAs instead of being a
 // pass of its own before them (the NCHW 1x1 forward spent ~20% of its time in that pass,
 // waiting on loads, at 64 output channels where each packed value serves only 64 FMAs).
-template <class T, int M, bool PACK_B = false>
+// PACK_A, the same for A (the channels_last 1x1 forward's pixel panel): row r of A is read
+// from src + r * src_k and written into the [k][MR] panel at `a` four steps at a time, just
+// before the steps read it back (from L1). As a pass of its own, that transpose was ~17% of a
+// 256 -> 64 layer's time (perf, 1 thread), mostly waiting on its loads.
+// PF_SRC (with PACK_B): each step also asks for B's source rows kSrcAhead steps on, into L1.
+// For an input far larger than the caches each row is a new line from DRAM (NCHW 256 -> 64 at
+// 56x56, batch 8: the packing calls ran at half the speed of the others); the L2 prefetch of
+// the next panel (pf) does not reach those in time. Where the input fits in L3 the extra loads
+// cost more than they save (1024 -> 256 at 14x14: 2-3% slower).
+constexpr int kSrcAhead = 16;
+template <class T, int M, bool PACK_B = false, bool PACK_A = false, bool PF_SRC = false>
 __attribute__((noinline)) void ukernel_packed(const T* FASTCONV_RESTRICT a, const T* FASTCONV_RESTRICT b, int64_t k,
                                            typename Tile<T>::V (&acc)[M][Tile<T>::NV],
                                            const T* FASTCONV_RESTRICT src = nullptr, int64_t src_k = 0,
@@ -166,13 +176,34 @@ __attribute__((noinline)) void ukernel_packed(const T* FASTCONV_RESTRICT a, cons
   using S = typename Tile<T>::S;
   using V = typename Tile<T>::V;
   constexpr int NV = Tile<T>::NV, W = Tile<T>::W, MR = Tile<T>::MR, NR = Tile<T>::NR;
+  static_assert(!(PACK_A && PACK_B), "one operand is packed on the way");
   V c[M][NV];
   copy_tile<T, M>(acc, c);
+  // PACK_A: the panel rows of steps [0, n) from the source rows (written through `a`, which
+  // is the panel).
+  // Each value goes through a general register: left to itself GCC vectorized the copy
+  // into shuffles (the FMAs' port on AVX-512) and spilled accumulators for them.
+  auto copy_a = [&](int n) FASTCONV_ALWAYS_INLINE_LAMBDA {
+    using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+    T* dst = const_cast<T*>(a);
+    const T* s = src;
+#pragma GCC unroll 16
+    for (int r = 0; r < M; ++r, s += src_k)
+#pragma GCC unroll 4
+      for (int i = 0; i < n; ++i) {
+        U u;
+        std::memcpy(&u, s + i, sizeof(U));
+        asm("" : "+r"(u));
+        std::memcpy(dst + i * MR + r, &u, sizeof(U));
+      }
+  };
+  const int64_t src_step = PACK_A ? 1 : src_k;
   auto step = [&](int i, auto with_pf) FASTCONV_ALWAYS_INLINE_LAMBDA {
     V bv[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
       if constexpr (PACK_B) {
+        if constexpr (PF_SRC) __builtin_prefetch(src + (i + kSrcAhead) * src_k + v * W, 0, 3);
         bv[v] = S::load(src + i * src_k + v * W);
         S::store(panel + i * NR + v * W, bv[v]);
       } else {
@@ -193,7 +224,11 @@ __attribute__((noinline)) void ukernel_packed(const T* FASTCONV_RESTRICT a, cons
   k -= k_pf;
   constexpr std::true_type yes{};
   constexpr std::false_type no{};
-  for (; k_pf >= 4; k_pf -= 4, a += 4 * MR, b += 4 * NR, src += 4 * src_k, panel += 4 * NR) {
+  for (; k_pf >= 4; k_pf -= 4, a += 4 * MR, b += 4 * NR, src += 4 * src_step, panel += 4 * NR) {
+    if constexpr (PACK_A) {
+      copy_a(4);
+      asm volatile("" ::: "memory");
+    }
     step(0, yes);
     asm volatile("" ::: "memory");
     step(1, yes);
@@ -202,8 +237,18 @@ __attribute__((noinline)) void ukernel_packed(const T* FASTCONV_RESTRICT a, cons
     asm volatile("" ::: "memory");
     step(3, yes);
   }
-  for (; k_pf > 0; --k_pf, a += MR, b += NR, src += src_k, panel += NR) step(0, yes);
-  for (; k >= 4; k -= 4, a += 4 * MR, b += 4 * NR, src += 4 * src_k, panel += 4 * NR) {
+  for (; k_pf > 0; --k_pf, a += MR, b += NR, src += src_step, panel += NR) {
+    if constexpr (PACK_A) {
+      copy_a(1);
+      asm volatile("" ::: "memory");
+    }
+    step(0, yes);
+  }
+  for (; k >= 4; k -= 4, a += 4 * MR, b += 4 * NR, src += 4 * src_step, panel += 4 * NR) {
+    if constexpr (PACK_A) {
+      copy_a(4);
+      asm volatile("" ::: "memory");
+    }
     step(0, no);
     asm volatile("" ::: "memory");
     step(1, no);
@@ -212,7 +257,13 @@ __attribute__((noinline)) void ukernel_packed(const T* FASTCONV_RESTRICT a, cons
     asm volatile("" ::: "memory");
     step(3, no);
   }
-  for (; k > 0; --k, a += MR, b += NR, src += src_k, panel += NR) step(0, no);
+  for (; k > 0; --k, a += MR, b += NR, src += src_step, panel += NR) {
+    if constexpr (PACK_A) {
+      copy_a(1);
+      asm volatile("" ::: "memory");
+    }
+    step(0, no);
+  }
   copy_tile<T, M>(c, acc);
 }
 
@@ -757,6 +808,7 @@ void forward_1x1_nchw(const T* x, const T* wpack, const T* raw, const ConvParams
   NextPanel<T> next;
   const Epilogue<T> none;
   const int64_t gc = p.groups * chunks;
+  const bool far_input = streams_past_caches(total * p.C * int64_t(sizeof(T)));
   for (int64_t task = task_begin; task < task_end; ++task) {
     const int64_t part = task / gc, t = task % gc;
     const int64_t blk0 = part * nblk / parts, blk1 = (part + 1) * nblk / parts;
@@ -828,10 +880,14 @@ void forward_1x1_nchw(const T* x, const T* wpack, const T* raw, const ConvParams
               }
             }
             if (whole) prefetch_tile<T, M>(y + whole_off, hw);
-            if (blk == blk0 && whole && pieces[pb].len == NR)
-              ukernel_packed<T, M, true>(wb, nullptr, kk, acc, x + (pieces[pb].n * p.C + g * icg + k0) * hw + pieces[pb].p,
-                                         hw, panel.data() + ti * kk * NR, pf.p, pf.stride, pf.n);
-            else
+            if (blk == blk0 && whole && pieces[pb].len == NR) {
+              const T* src = x + (pieces[pb].n * p.C + g * icg + k0) * hw + pieces[pb].p;
+              T* dst = panel.data() + ti * kk * NR;
+              if (far_input)
+                ukernel_packed<T, M, true, false, true>(wb, nullptr, kk, acc, src, hw, dst, pf.p, pf.stride, pf.n);
+              else
+                ukernel_packed<T, M, true>(wb, nullptr, kk, acc, src, hw, dst, pf.p, pf.stride, pf.n);
+            } else
               ukernel_packed<T, M>(wb, panel.data() + ti * kk * NR, kk, acc, nullptr, 0, nullptr, pf.p, pf.stride, pf.n);
             if (whole) {
               store_channels_by_pixels<T, M>(acc, e, oc0, static_cast<int>(pieces[pb].len), y + whole_off, hw,
@@ -882,7 +938,8 @@ void forward_1x1_nhwc(const T* x, const T* wpack, const T* raw, const ConvParams
   const Strides4 ys{0, 1, 0, p.OC};
   const Epilogue<T> none;
   // The chunk's pixels as [tile][ic][MR] panels, so both operands of the microkernel are
-  // packed; each is then read by every output-channel block.
+  // packed; each is written by its first output-channel block's microkernel and then read
+  // by the others.
   std::vector<T> panel(static_cast<size_t>((chunk + MR - 1) / MR * kc * MR));
   std::vector<T> wpanel(raw ? static_cast<size_t>(kc * NR) : 0);
   NextRows<T> next;
@@ -901,12 +958,6 @@ void forward_1x1_nhwc(const T* x, const T* wpack, const T* raw, const ConvParams
       const int64_t kk = std::min(kc, icg - k0);
       const bool first = k0 == 0, last = k0 + kk == icg;
       const Epilogue<T>& e = last ? ep : none;
-      for (int64_t ti = 0; ti < ntiles; ++ti) {
-        T* dst = panel.data() + ti * kk * MR;
-        const int64_t qa = q0 + ti * MR;
-        const int m = static_cast<int>(std::min<int64_t>(MR, q1 - qa));
-        pack_rows_to_panel(x + qa * p.C + g * icg + k0, p.C, m, kk, dst, MR);
-      }
       aim_next(next, x, p, chunk, t, std::min(gc, task_end - part * gc), q0, q1, k0, kk, kc);
       const int64_t per_call = (next.lines + (blk1 - blk0) * ntiles - 1) / ((blk1 - blk0) * ntiles);
       for (int64_t blk = blk0; blk < blk1; ++blk) {
@@ -925,7 +976,11 @@ void forward_1x1_nhwc(const T* x, const T* wpack, const T* raw, const ConvParams
             V acc[M][NV];
             if (!(stream && last)) prefetch_tile<T, M>(yt, p.OC);
             load_tile<T, M>(acc, first ? nullptr : yt, p.OC, lanes);
-            ukernel_packed<T, M>(panel.data() + ti * kk * MR, wb, kk, acc, nullptr, 0, nullptr, pf.p, pf.stride, pf.n);
+            if (blk == blk0)  // packs the tile's panel on the way (PACK_A)
+              ukernel_packed<T, M, false, true>(panel.data() + ti * kk * MR, wb, kk, acc, x + qa * p.C + g * icg + k0, p.C,
+                                                nullptr, pf.p, pf.stride, pf.n);
+            else
+              ukernel_packed<T, M>(panel.data() + ti * kk * MR, wb, kk, acc, nullptr, 0, nullptr, pf.p, pf.stride, pf.n);
             store_pixels_by_channels<T, M>(acc, e, oc0, nvalid, yt, ys,
                                            e.residual ? e.residual + qa * p.OC + oc0 : nullptr, stream && last);
           });
