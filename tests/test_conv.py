@@ -906,3 +906,20 @@ def test_nchw_direct_gradients_with_padding_beyond_the_kernel(padding):
     torch.testing.assert_close(y, ref)
     for ours, theirs in zip(grads, torch.autograd.grad(ref, (x, w), g)):
         torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("oc", [6, 13, 16])
+@pytest.mark.parametrize("hw", [(28, 28), (27, 29)])
+def test_single_channel_input_channels_last_output(cpu_capability, oc, hw):
+    # One input channel with a channels_last weight (a channels_last LeNet-5's first layer):
+    # the NCHW-direct kernel's result is transposed into the channels_last output, channel
+    # counts short of whole 8-lane blocks (6, and 13 = 8 + 5) and odd pixel counts included.
+    torch.manual_seed(0)
+    x = torch.randn(3, 1, *hw).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(oc, 1, 5, 5).as_strided((oc, 1, 5, 5), (25, 1, 5, 1))
+    b = torch.randn(oc)
+    y = fastconv.conv2d(x, w, b, padding=2)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y, F.conv2d(x, w, b, padding=2), atol=1e-4, rtol=1e-4)
+    y = fastconv.conv2d_fused(x, w, b, None, None, None, True, padding=2)
+    torch.testing.assert_close(y, torch.relu(F.conv2d(x, w, b, padding=2)), atol=1e-4, rtol=1e-4)

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
@@ -485,6 +486,26 @@ inline void transpose_2d(const T* src, int64_t ss, T* dst, int64_t ds, int64_t r
     for (; j < cols; ++j)
       for (int64_t ii = i; ii < i + 8; ++ii) dst[j * ds + ii] = src[ii * ss + j];
   }
+#if defined(__AVX2__)
+  // The last rows short of eight (all of them for 3- or 6-channel maps) through the same
+  // transposes, storing only their lanes: element by element they were 40% of a 6-channel
+  // NCHW -> channels_last copy of LeNet's first layer output (~20 us of its ~60 at batch 8).
+  if constexpr (std::is_same_v<T, float>) {
+    if (i < rows) {
+      const int valid = static_cast<int>(rows - i);
+      const __m256i mask = Float8::first_i(valid);
+      int64_t j = 0;
+      for (; j + 8 <= cols; j += 8) {
+        __m256 o[8];
+        load_transpose8(src + i * ss + j, ss, valid, o);
+        for (int jj = 0; jj < 8; ++jj) store_lanes8(dst + (j + jj) * ds + i, o[jj], valid, mask);
+      }
+      for (; j < cols; ++j)
+        for (int64_t ii = i; ii < rows; ++ii) dst[j * ds + ii] = src[ii * ss + j];
+      return;
+    }
+  }
+#endif
   for (; i < rows; ++i)
     for (int64_t j = 0; j < cols; ++j) dst[j * ds + i] = src[i * ss + j];
 }

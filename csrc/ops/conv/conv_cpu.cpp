@@ -649,12 +649,17 @@ void forward_into(const ConvParams& p, const at::Tensor& x, const at::Tensor& w,
   // steps long), or where the NHWC tile's channel lanes would mostly idle and a row's pixels
   // fill the lanes better (GoogLeNet's 16-channel 5x5 input gradient: 16 of 32 lanes
   // against 28 of 32; there also for channels_last, through an NCHW result and a copy).
+  // A single input channel also goes that way for channels_last: the NHWC reduction is then
+  // KW steps per kernel row (LeNet-5's first layer in a channels_last model, batch 8: 71 us
+  // against 41 us through the NCHW result; a 3-channel layer's NHWC rows are long enough:
+  // 3 -> 32 at 32x32, 137 us against 300 us).
   const ConvAlgo forced = forced_conv_algo();
   const bool few_in = p.icg() <= 4 && p.OW >= 8;
   const bool few_out = lane_share(p.OW, kt->nr) > 1.25 * lane_share(p.ocg(), kt->nr) * lane_share(p.OW, kt->mr);
   const bool nchw_direct = forced == ConvAlgo::NchwDirect || (forced == ConvAlgo::Auto && (few_in || few_out));
   if (p.sw == 1 && nchw_direct &&
-      (y.is_contiguous() || (few_out && !ep.residual && y.is_contiguous(at::MemoryFormat::ChannelsLast)))) {
+      (y.is_contiguous() ||
+       ((few_out || p.icg() == 1) && !ep.residual && y.is_contiguous(at::MemoryFormat::ChannelsLast)))) {
     at::Tensor yn = y.is_contiguous() ? y : at::empty(y.sizes(), y.options());
     // Zero columns on the right up to whole vectors of output pixels: every tile then loads
     // full vectors (the masked tail loads cost a branch per step; 1.3x on a 28-pixel row).
