@@ -493,6 +493,10 @@ inline void transpose_2d(const T* src, int64_t ss, T* dst, int64_t ds, int64_t r
   if constexpr (std::is_same_v<T, float>) {
     if (i < rows) {
       const int valid = static_cast<int>(rows - i);
+      if (i == 0 && ds == rows) {  // dense pixel-major rows: each store may spill into the next
+        interleave_planes(src, ss, valid, cols, dst);
+        return;
+      }
       const __m256i mask = Float8::first_i(valid);
       int64_t j = 0;
       for (; j + 8 <= cols; j += 8) {

@@ -177,6 +177,7 @@ __attribute__((noinline)) void ukernel_packed(const T* FASTCONV_RESTRICT a, cons
   using V = typename Tile<T>::V;
   constexpr int NV = Tile<T>::NV, W = Tile<T>::W, MR = Tile<T>::MR, NR = Tile<T>::NR;
   static_assert(!(PACK_A && PACK_B), "one operand is packed on the way");
+  static_assert(!PF_SRC || PACK_B, "the source prefetch runs ahead of B's packing loop");
   V c[M][NV];
   copy_tile<T, M>(acc, c);
   // PACK_A: the panel rows of steps [0, n) from the source rows (written through `a`, which
@@ -322,14 +323,6 @@ void pack_nhwc(const T* src, Strides4 s, int64_t C, int64_t H, int64_t W, int64_
     if (s.c == 1 && s.w == C) {
       std::memcpy(dr, sr, sizeof(T) * len * C);
     } else if (s.w == 1) {
-#if defined(__AVX2__)
-      if constexpr (std::is_same_v<T, float>) {
-        if (C < 8) {  // first layers: transpose_2d would move them one float at a time
-          interleave_planes(sr, s.c, static_cast<int>(C), len, dr);
-          continue;
-        }
-      }
-#endif
       transpose_2d(sr, s.c, dr, C, C, len);  // channel planes to pixel-major
     } else {
       for (int64_t w = 0; w < len; ++w)
