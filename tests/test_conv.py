@@ -450,15 +450,17 @@ def test_gemm1x1_weight_panels(cpu_capability, size, groups, layout):
         torch.set_num_threads(old)
 
 
-def test_gemm1x1_streams_large_outputs():
-    """A channels_last 1x1 layer whose output exceeds 16 MB writes it with streaming stores
-    (past the caches): the fused epilogue's result against torch, the same bits on 1 and 2
-    threads, for 256 and 272 output channels (pixel rows 1 KB and 1088 bytes apart)."""
+@pytest.mark.parametrize("layout,size", [("channels_last", 96), ("nchw", 96), ("nchw", 91)])
+def test_gemm1x1_streams_large_outputs(layout, size):
+    """A 1x1 layer whose output exceeds 16 MB writes it with streaming stores (past the
+    caches): the fused epilogue's result against torch, the same bits on 1 and 2 threads, for
+    256 and 272 output channels (channels_last pixel rows 1 KB and 1088 bytes apart; NCHW
+    planes of whole 64-byte lines at 96x96, not at 91x91, which stores as before)."""
     gen = torch.Generator().manual_seed(11)
     for oc in (256, 272):
-        x = torch.randn(2, 64, 96, 96, generator=gen).contiguous(memory_format=torch.channels_last)
+        x = to_layout(torch.randn(2, 64, size, size, generator=gen), layout)
         w = torch.randn(oc, 64, 1, 1, generator=gen) * 0.1
-        res = torch.randn(2, oc, 96, 96, generator=gen).contiguous(memory_format=torch.channels_last)
+        res = to_layout(torch.randn(2, oc, size, size, generator=gen), layout)
         ref = torch.relu(F.conv2d(x.double(), w.double()) + res.double())
         old = torch.get_num_threads()
         outs = []

@@ -272,10 +272,12 @@ __attribute__((noinline)) void ukernel_packed(const T* FASTCONV_RESTRICT a, cons
 // microkernel computes it: stored cold at its end, the tile's writes waited on their lines
 // and filled the store buffer (perf: ~40% of the 1x1 epilogue on the first store after it;
 // same process, 1 thread, NCHW 64 -> 256 at 56x56: torch / ours 0.95-1.02 -> 1.09-1.14).
-template <class T, int M>
+// READ: the same for the residual the epilogue adds (M more cold lines per tile; NCHW
+// 64 -> 256 at 56x56 with a residual ran at twice the time of the layer without one).
+template <class T, int M, bool READ = false>
 FASTCONV_ALWAYS_INLINE void prefetch_tile(const T* y, int64_t row_stride) {
   for (int r = 0; r < M; ++r)
-    for (int v = 0; v < Tile<T>::NV; ++v) __builtin_prefetch(y + r * row_stride + v * Tile<T>::W, 1, 2);
+    for (int v = 0; v < Tile<T>::NV; ++v) __builtin_prefetch(y + r * row_stride + v * Tile<T>::W, READ ? 0 : 1, 2);
 }
 
 // The lanes of each of a tile's vectors that hold the first `valid` of its NR columns.
@@ -570,7 +572,8 @@ FASTCONV_ALWAYS_INLINE void store_pixels_by_channels(typename Tile<T>::V (&acc)[
 // of the first lanes (plain stores for whole vectors: AVX2's masked stores cost more).
 template <class T, int M, bool RANGE>
 FASTCONV_ALWAYS_INLINE void store_channel_lanes(typename Tile<T>::V (&acc)[M][Tile<T>::NV], const Epilogue<T>& ep,
-                                                int64_t oc0, int lo, int hi, T* y, int64_t plane, const T* res) {
+                                                int64_t oc0, int lo, int hi, T* y, int64_t plane, const T* res,
+                                                bool stream = false) {
   using S = typename Tile<T>::S;
   using V = typename Tile<T>::V;
   constexpr int NV = Tile<T>::NV, W = Tile<T>::W;
@@ -588,6 +591,7 @@ FASTCONV_ALWAYS_INLINE void store_channel_lanes(typename Tile<T>::V (&acc)[M][Ti
                             : S::load_n(res + r * plane + v * W, b));
       if (ep.relu) o = relu_v<S>(o);
       if constexpr (RANGE) S::store_range(y + r * plane + v * W, o, a, b);
+      else if (stream) S::stream_n(y + r * plane + v * W, o, b);
       else S::store_n(y + r * plane + v * W, o, b);
     }
   }
@@ -598,8 +602,8 @@ FASTCONV_ALWAYS_INLINE void store_channel_lanes(typename Tile<T>::V (&acc)[M][Ti
 template <class T, int M>
 FASTCONV_ALWAYS_INLINE void store_channels_by_pixels(typename Tile<T>::V (&acc)[M][Tile<T>::NV],
                                                      const Epilogue<T>& ep, int64_t oc0, int nvalid,
-                                                     T* y, int64_t plane, const T* res) {
-  store_channel_lanes<T, M, false>(acc, ep, oc0, 0, nvalid, y, plane, res);
+                                                     T* y, int64_t plane, const T* res, bool stream = false) {
+  store_channel_lanes<T, M, false>(acc, ep, oc0, 0, nvalid, y, plane, res, stream);
 }
 
 // ---- forward ----------------------------------------------------------------------------
@@ -802,6 +806,12 @@ void forward_1x1_nchw(const T* x, const T* wpack, const T* raw, const ConvParams
   const Epilogue<T> none;
   const int64_t gc = p.groups * chunks;
   const bool far_input = streams_past_caches(total * p.C * int64_t(sizeof(T)));
+  // An output past the caches is written with streaming stores in the last reduction block,
+  // as in forward_1x1_nhwc, where whole tiles cover whole lines: every image's plane and
+  // every chunk a whole number of lines (a tile's rows then start on a line).
+  constexpr int64_t line = 64 / int64_t(sizeof(T));
+  const bool stream = streams_past_caches(total * p.OC * int64_t(sizeof(T))) && hw % line == 0 &&
+                      chunk % line == 0 && reinterpret_cast<uintptr_t>(y) % 64 == 0;
   for (int64_t task = task_begin; task < task_end; ++task) {
     const int64_t part = task / gc, t = task % gc;
     const int64_t blk0 = part * nblk / parts, blk1 = (part + 1) * nblk / parts;
@@ -872,7 +882,8 @@ void forward_1x1_nchw(const T* x, const T* wpack, const T* raw, const ConvParams
                 }
               }
             }
-            if (whole) prefetch_tile<T, M>(y + whole_off, hw);
+            if (whole && !(stream && last)) prefetch_tile<T, M>(y + whole_off, hw);
+            if (whole && e.residual) prefetch_tile<T, M, true>(e.residual + whole_off, hw);
             if (blk == blk0 && whole && pieces[pb].len == NR) {
               const T* src = x + (pieces[pb].n * p.C + g * icg + k0) * hw + pieces[pb].p;
               T* dst = panel.data() + ti * kk * NR;
@@ -884,7 +895,7 @@ void forward_1x1_nchw(const T* x, const T* wpack, const T* raw, const ConvParams
               ukernel_packed<T, M>(wb, panel.data() + ti * kk * NR, kk, acc, nullptr, 0, nullptr, pf.p, pf.stride, pf.n);
             if (whole) {
               store_channels_by_pixels<T, M>(acc, e, oc0, static_cast<int>(pieces[pb].len), y + whole_off, hw,
-                                             e.residual ? e.residual + whole_off : nullptr);
+                                             e.residual ? e.residual + whole_off : nullptr, stream && last);
               return;
             }
             for (size_t i = pb; i < pe; ++i) {
@@ -898,6 +909,9 @@ void forward_1x1_nchw(const T* x, const T* wpack, const T* raw, const ConvParams
       }
     }
   }
+#if defined(__AVX2__)
+  if (stream) _mm_sfence();
+#endif
 }
 
 // The same for a channels_last chunk: pixels [q0, q1) are rows C apart, each a run of kc
@@ -968,6 +982,7 @@ void forward_1x1_nhwc(const T* x, const T* wpack, const T* raw, const ConvParams
             constexpr int M = decltype(mc)::value;
             V acc[M][NV];
             if (!(stream && last)) prefetch_tile<T, M>(yt, p.OC);
+            if (last && e.residual) prefetch_tile<T, M, true>(e.residual + qa * p.OC + oc0, p.OC);
             load_tile<T, M>(acc, first ? nullptr : yt, p.OC, lanes);
             if (blk == blk0)  // packs the tile's panel on the way (PACK_A)
               ukernel_packed<T, M, false, true>(panel.data() + ti * kk * MR, wb, kk, acc, x + qa * p.C + g * icg + k0, p.C,
