@@ -450,6 +450,41 @@ def test_gemm1x1_weight_panels(cpu_capability, size, groups, layout):
         torch.set_num_threads(old)
 
 
+@pytest.mark.parametrize("algo", ["auto", "gemm1x1", "direct"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
+@pytest.mark.parametrize("shape", [(2, 24, 15, 17, (2, 2), 1), (1, 40, 29, 14, (3, 2), 2), (3, 16, 28, 28, (2, 1), 1)])
+def test_strided_1x1_gathers_its_pixels(cpu_capability, algo, layout, shape):
+    """A strided 1x1 layer without padding runs as a plain 1x1 GEMM on the pixels it reads,
+    gathered into a dense input (auto: NCHW always, channels_last from 14x14 output pixels an
+    image): against torch in float64 with bias, a folded BatchNorm, a residual and ReLU, for
+    odd sizes, unequal strides, groups and a non-contiguous input, on 1 and 2 threads, and
+    without the epilogue through conv2d; the caller's input unchanged."""
+    n, c, h, w_, stride, groups = shape
+    gen = torch.Generator().manual_seed(c + h)
+    x = to_layout(torch.randn(n, c, h, w_, generator=gen, dtype=torch.float64), layout)
+    x0 = x.clone()
+    w = torch.randn(37 * groups, c // groups, 1, 1, generator=gen, dtype=torch.float64)
+    b = torch.randn(37 * groups, generator=gen, dtype=torch.float64)
+    scale = torch.rand(37 * groups, generator=gen, dtype=torch.float64) + 0.5
+    shift = torch.randn(37 * groups, generator=gen, dtype=torch.float64)
+    conv = F.conv2d(x, w, b, stride=stride, groups=groups)
+    res = to_layout(torch.randn(conv.shape, generator=gen, dtype=torch.float64), layout)
+    ref = torch.relu(conv * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1) + res)
+    old = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with forced(fastconv.conv_algo, fastconv.set_conv_algo, algo):
+                y = fastconv.conv2d_fused(x, w, b, scale, shift, residual=res, relu=True, stride=stride,
+                                          groups=groups)
+                out = fastconv.conv2d(x, w, b, stride=stride, groups=groups)
+            torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(out, conv, rtol=1e-10, atol=1e-10)
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(x, x0)
+
+
 @pytest.mark.parametrize("layout,size", [("channels_last", 96), ("nchw", 96), ("nchw", 91)])
 def test_gemm1x1_streams_large_outputs(layout, size):
     """A 1x1 layer whose output exceeds 16 MB writes it with streaming stores (past the
