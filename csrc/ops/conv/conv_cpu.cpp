@@ -5,7 +5,9 @@
 //   gemm1x1  1x1, stride 1, no padding, input and output both NCHW or both channels_last
 //            (contiguous): one GEMM over the pixels of all images, reading the caller's
 //            tensor as it is (no conversion); pixels in the SIMD lanes for NCHW, output
-//            channels for channels_last.
+//            channels for channels_last. A strided 1x1 layer without padding runs it on the
+//            pixels it reads, gathered into a dense input first (NCHW always; channels_last
+//            from 14x14 output pixels an image, below which direct was the faster).
 //   winograd F(2x2, 3x3) for 3x3 stride-1 single-group layers with at least 16 input and
 //            output channels and at least 32 2x2 output tiles over the batch (2.25x fewer
 //            multiplies; error at the direct path's level); 5x5 layers likewise, as four
