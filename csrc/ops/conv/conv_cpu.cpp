@@ -119,10 +119,12 @@ Strides4 strides_of(const at::Tensor& t) {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-bool is_plain_1x1(const ConvParams& p) {
-  return p.KH == 1 && p.KW == 1 && p.sh == 1 && p.sw == 1 && p.pt == 0 && p.pb == 0 && p.pl == 0 &&
-         p.pr == 0;
+// A 1x1 kernel over an unpadded input (any stride).
+bool unpadded_1x1(const ConvParams& p) {
+  return p.KH == 1 && p.KW == 1 && p.pt == 0 && p.pb == 0 && p.pl == 0 && p.pr == 0;
 }
+
+bool is_plain_1x1(const ConvParams& p) { return unpadded_1x1(p) && p.sh == 1 && p.sw == 1; }
 
 bool use_gemm1x1(const ConvParams& p) {
   const ConvAlgo a = forced_conv_algo();
@@ -647,7 +649,7 @@ void forward_into(const ConvParams& p, const at::Tensor& x, const at::Tensor& w,
   // 0.86x, NCHW 0.98x -> 1.11x; 512 -> 1024 at 28x28 0.85x -> 0.98x, 0.89x -> 1.02x). Under
   // auto, not for a channels_last output under 14x14 pixels an image, where the direct kernel
   // was the faster (1024 -> 2048 at 14x14 stride 2: 11.1 against 12.8 ms).
-  if (p.KH == 1 && p.KW == 1 && (p.sh > 1 || p.sw > 1) && p.pt == 0 && p.pb == 0 && p.pl == 0 && p.pr == 0) {
+  if (unpadded_1x1(p) && (p.sh > 1 || p.sw > 1)) {
     const ConvAlgo a = forced_conv_algo();
     if (a == ConvAlgo::Gemm1x1 || (a == ConvAlgo::Auto && (!channels_last || p.OH * p.OW >= 196))) {
       ConvParams q = p;
