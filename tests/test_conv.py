@@ -960,3 +960,26 @@ def test_single_channel_input_channels_last_output(cpu_capability, oc, hw):
     torch.testing.assert_close(y, F.conv2d(x, w, b, padding=2), atol=1e-4, rtol=1e-4)
     y = fastconv.conv2d_fused(x, w, b, None, None, None, True, padding=2)
     torch.testing.assert_close(y, torch.relu(F.conv2d(x, w, b, padding=2)), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("stride", [1, 3])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_direct_tile_rows(cpu_capability, stride, layout):
+    """Every tile height of the direct kernel (output rows 1..16 wide: tiles of 1..14 pixels and
+    their tails) with a row stride that is no power of two: the microkernel addresses a tile's
+    pixels from two bases and four strides (rows 8-13 from the second), in float32 (the SIMD
+    paths) on the forward and both gradients."""
+    torch.manual_seed(0)
+    with forced(fastconv.conv_algo, fastconv.set_conv_algo, "direct"):
+        for ow in range(1, 17):
+            c, oc, k = 37, 40, 3
+            w_in = (ow - 1) * stride + k
+            x = _layout(torch.randn(2, c, 5, w_in), layout).requires_grad_(True)
+            wt = torch.randn(oc, c, k, k, requires_grad=True)
+            y = fastconv.conv2d(x, wt, None, stride)
+            ref = F.conv2d(x, wt, None, stride)
+            assert y.shape[-1] == ow
+            torch.testing.assert_close(y, ref, atol=2e-4, rtol=2e-4)
+            gy = torch.randn_like(ref)
+            for a, e in zip(torch.autograd.grad(y, (x, wt), gy), torch.autograd.grad(ref, (x, wt), gy)):
+                torch.testing.assert_close(a, e, atol=1e-3, rtol=1e-4)
