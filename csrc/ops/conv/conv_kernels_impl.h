@@ -90,14 +90,15 @@ FASTCONV_ALWAYS_INLINE void copy_tile(const typename Tile<T>::V (&from)[M][Tile<
     for (int v = 0; v < Tile<T>::NV; ++v) to[r][v] = from[r][v];
 }
 
-// One step of the reduction: c[r][v] += a[r * a_r] * b[v].
+// One step of the reduction with the rows of A adjacent: c[r][v] += a[r] * b[v] (a strided A
+// goes through fma_rows below).
 template <class T, int M>
-FASTCONV_ALWAYS_INLINE void fma_step(typename Tile<T>::V (&c)[M][Tile<T>::NV], const T* ap, int64_t a_r,
+FASTCONV_ALWAYS_INLINE void fma_step(typename Tile<T>::V (&c)[M][Tile<T>::NV], const T* ap,
                                      const typename Tile<T>::V (&bv)[Tile<T>::NV]) {
   using S = typename Tile<T>::S;
 #pragma GCC unroll 16
   for (int r = 0; r < M; ++r) {
-    const typename Tile<T>::V x = S::set1(ap[r * a_r]);
+    const typename Tile<T>::V x = S::set1(ap[r]);
 #pragma GCC unroll 4
     for (int v = 0; v < Tile<T>::NV; ++v) c[r][v] = S::fma(x, bv[v], c[r][v]);
   }
@@ -187,7 +188,7 @@ __attribute__((noinline)) void ukernel(const T* FASTCONV_RESTRICT a, int64_t a_r
         bv[v] = S::load(bp + v * W);
     }
     if constexpr (A_UNIT)
-      fma_step<T, M>(c, ap, 1, bv);
+      fma_step<T, M>(c, ap, bv);
     else
       fma_rows<T, M>(c, ap, ap + 8 * a_r, rs, bv, std::make_index_sequence<M>{});
   };
@@ -271,7 +272,7 @@ __attribute__((noinline)) void ukernel_packed(const T* FASTCONV_RESTRICT a, cons
         bv[v] = S::load(b + i * NR + v * W);
       }
     }
-    fma_step<T, M>(c, a + i * MR, 1, bv);
+    fma_step<T, M>(c, a + i * MR, bv);
     if constexpr (decltype(with_pf)::value) {  // one line of the next panel per step (see PrefetchRuns)
       __builtin_prefetch(pf, 0, 2);
       pf += pf_stride;
