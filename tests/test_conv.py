@@ -346,7 +346,9 @@ def test_conv2d_reduced_precision(dtype):
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-@pytest.mark.parametrize("n,c,oc,hw", [(1, 96, 200, 7), (8, 64, 72, 7), (3, 40, 130, 5)])
+# (2, 600, 256, 7): a weight past 1 MB (float64), which takes the larger pixel chunks, in
+# three reduction blocks (256 + 256 + 88 input channels).
+@pytest.mark.parametrize("n,c,oc,hw", [(1, 96, 200, 7), (8, 64, 72, 7), (3, 40, 130, 5), (2, 600, 256, 7)])
 def test_gemm1x1_output_channel_parts(layout, n, c, oc, hw):
     """Pixel counts that do not split evenly over the threads give each thread a share of the
     output channels instead: the same bits as one thread, and torch's result in float64, with
