@@ -148,7 +148,7 @@ FwdPlan nhwc_plan(const ConvKernels<T>* kt, const ConvParams& p) {
 // weights from L3 for every 12).
 int64_t gemm1x1_kc(const ConvParams& p) { return p.icg() <= 512 ? std::max<int64_t>(p.icg(), 1) : 256; }
 
-// The packed input of a 1x1 GEMM chunk (kc x chunk pixels), in bytes: ~128 KB next to a block
+// The packed input of a 1x1 GEMM chunk (kc x chunk pixels) is kept to ~128 KB next to a block
 // of weights (512 KB and 64 KB chunks were slower: 256 -> 64 at 56x56 NCHW, 2 threads, 1.48x
 // torch -> 1.22x at 512 KB). Every chunk reads the whole weight again, though, and a weight of
 // 1 MB or more comes from L3 each time: those layers (ResNet-50's layer3 and layer4 1x1s) take
@@ -156,12 +156,16 @@ int64_t gemm1x1_kc(const ConvParams& p) { return p.icg() <= 512 ? std::max<int64
 // 1 / 2 threads: 2048 -> 512 at 7x7 1.09x / 0.90x -> 1.19x / 0.94x, 1024 -> 256 at 14x14
 // 0.97x / 1.01x -> 1.01x / 1.05x; channels_last 2048 -> 512, 2 threads, 0.93x -> 1.10x). With
 // 256 KB weights (512 -> 128 at 28x28) 512 KB chunks were the same or up to 5% slower.
-int64_t gemm1x1_panel_bytes(const ConvParams& p, int64_t elem_bytes) {
-  return p.OC * p.icg() * elem_bytes >= (int64_t(1) << 20) ? int64_t(512) << 10 : int64_t(128) << 10;
+// Returns the most tiles of `tile` pixels such a chunk holds (at least 1, at most all).
+int64_t gemm1x1_chunk_tiles(const ConvParams& p, int64_t elem_bytes, int64_t tile) {
+  const int64_t bytes =
+      p.OC * p.icg() * elem_bytes >= (int64_t(1) << 20) ? int64_t(512) << 10 : int64_t(128) << 10;
+  const int64_t tiles = ceil_div(std::max<int64_t>(1, p.N * p.H * p.W), tile);
+  return std::clamp<int64_t>(bytes / (elem_bytes * gemm1x1_kc(p) * tile), 1, tiles);
 }
 
 // Pixels per task of the 1x1 GEMMs, a multiple of `tile`: at most what keeps the chunk's
-// packed input within gemm1x1_panel_bytes; below that, the
+// packed input within the size above (gemm1x1_chunk_tiles); below that, the
 // size whose tasks split most evenly over the threads (at::parallel_for hands each thread a
 // run of ceil(tasks / threads) tasks): ResNet-50's layer4 at batch 8 has 25 tiles, and
 // 8-tile chunks gave one thread 16 of them, 7-tile chunks give it 14. Every output's sum runs
@@ -169,8 +173,7 @@ int64_t gemm1x1_panel_bytes(const ConvParams& p, int64_t elem_bytes) {
 // neither the chunk nor the thread count.
 int64_t gemm1x1_chunk(const ConvParams& p, int64_t elem_bytes, int64_t tile) {
   const int64_t tiles = ceil_div(std::max<int64_t>(1, p.N * p.H * p.W), tile);
-  const int64_t most =
-      std::clamp<int64_t>(gemm1x1_panel_bytes(p, elem_bytes) / (elem_bytes * gemm1x1_kc(p) * tile), 1, tiles);
+  const int64_t most = gemm1x1_chunk_tiles(p, elem_bytes, tile);
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
   int64_t best = most, best_load = -1;
   for (int64_t c = most; c >= 1; --c) {
@@ -190,10 +193,10 @@ int64_t gemm1x1_chunk(const ConvParams& p, int64_t elem_bytes, int64_t tile) {
 // pixels instead, in the largest chunks (chunk is updated).
 int64_t gemm1x1_parts(const ConvParams& p, int64_t elem_bytes, int64_t tile, int64_t blocks, int64_t& chunk) {
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  const int64_t total = std::max<int64_t>(1, p.N * p.H * p.W), tiles = ceil_div(total, tile);
+  const int64_t total = std::max<int64_t>(1, p.N * p.H * p.W);
   const int64_t busiest = std::min(ceil_div(p.groups * ceil_div(total, chunk), threads) * chunk, p.groups * total);
   if (threads == 1 || blocks < 2 * threads || busiest * threads * 100 <= p.groups * total * 105) return 1;
-  chunk = std::clamp<int64_t>(gemm1x1_panel_bytes(p, elem_bytes) / (elem_bytes * gemm1x1_kc(p) * tile), 1, tiles) * tile;
+  chunk = gemm1x1_chunk_tiles(p, elem_bytes, tile) * tile;
   return threads;
 }
 
