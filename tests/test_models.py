@@ -255,3 +255,27 @@ def test_densenet_loads_torchvisions_old_key_names(tmp_path):
     assert any(".norm.1." in k for k in old)
     b = M.densenet121(num_classes=3, weights=old)
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_densenet_layer_fold_follows_running_stats_and_hooks():
+    # Eval folds norm2 into conv1 (cached); a training forward changes norm2's running
+    # statistics, and the next eval must use the new ones. A hooked relu2 runs as a module.
+    ours, ref = _build("densenet121", torch.float64)
+    x = _input("densenet121", dtype=torch.float64)
+    layer, ref_layer = ours.features.denseblock1.denselayer1, ref.features.denseblock1.denselayer1
+    feats = [torch.randn(2, layer.norm1.num_features, 8, 8, dtype=torch.float64)]
+    for train in (False, True, False):
+        ours.train(train), ref.train(train)
+        with torch.no_grad():
+            _close(layer(feats), ref_layer(feats), 1e-10)
+            _close(ours(x), ref(x), 1e-10)
+    assert not torch.equal(layer.norm2.running_mean, torch.zeros_like(layer.norm2.running_mean))
+    with torch.no_grad():
+        layer.norm2.weight.mul_(1.5)
+        ref_layer.norm2.weight.mul_(1.5)
+        _close(layer(feats), ref_layer(feats), 1e-10)
+    seen = []
+    layer.relu2.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    with torch.no_grad():
+        _close(layer(feats), ref_layer(feats), 1e-10)
+    assert seen == [torch.Size([2, layer.conv1.out_channels, 8, 8])]

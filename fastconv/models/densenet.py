@@ -8,7 +8,7 @@ import torch.utils.checkpoint as cp
 
 from .. import nn as fnn
 from .. import ops
-from ..nn.fused import norm_relu
+from ..nn.fused import _FoldCache, _has_hooks, conv_bn_act, norm_relu
 from ._common import FusedSequential, check_input, check_kwargs, kaiming_init, load_weights, read_state
 
 
@@ -28,9 +28,22 @@ class _DenseLayer(torch.nn.Module):
         self.conv2 = fnn.Conv2d(bn_size * growth_rate, growth_rate, 3, padding=1, bias=False)
         self.drop_rate = float(drop_rate)
         self.memory_efficient = memory_efficient
+        self._fold = _FoldCache()
 
     def bn_function(self, inputs: List[torch.Tensor]) -> torch.Tensor:
         return self.conv1(norm_relu(self.norm1, self.relu1, torch.cat(inputs, 1)))
+
+    def _bottleneck_act(self, inputs: List[torch.Tensor]) -> torch.Tensor:
+        """relu2(norm2(bn_function(inputs))): conv1, norm2 and relu2 as one fused convolution
+        (in eval mode BatchNorm folded into conv1 and ReLU in its epilogue; in training our
+        conv, then one BatchNorm + ReLU op), saving two passes over the bottleneck. Modules a
+        user replaced or hooked run as modules."""
+        plain = (type(self.relu2) is torch.nn.ReLU and not _has_hooks(self.relu2)
+                 and type(self.norm2) is torch.nn.BatchNorm2d and isinstance(self.conv1, fnn.Conv2d))
+        if not plain:
+            return norm_relu(self.norm2, self.relu2, self.bn_function(inputs))
+        x = norm_relu(self.norm1, self.relu1, torch.cat(inputs, 1))
+        return conv_bn_act(x, self.conv1, self.norm2, True, self._fold)
 
     def forward(self, inputs: List[torch.Tensor]) -> torch.Tensor:
         if isinstance(inputs, torch.Tensor):
@@ -38,9 +51,9 @@ class _DenseLayer(torch.nn.Module):
         if self.memory_efficient and torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
             # Recompute the concatenation and the bottleneck in backward instead of storing them.
             bottleneck = cp.checkpoint(lambda *xs: self.bn_function(list(xs)), *inputs, use_reentrant=False)
+            out = self.conv2(norm_relu(self.norm2, self.relu2, bottleneck))
         else:
-            bottleneck = self.bn_function(inputs)
-        out = self.conv2(norm_relu(self.norm2, self.relu2, bottleneck))
+            out = self.conv2(self._bottleneck_act(inputs))
         if self.drop_rate > 0:
             out = torch.nn.functional.dropout(out, p=self.drop_rate, training=self.training)
         return out
