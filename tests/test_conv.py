@@ -552,6 +552,80 @@ def test_direct_packs_weight_blocks_per_thread(groups, weight_layout, layout):
 
 
 @pytest.mark.parametrize("shape", [
+    # (N, C, H, W, OC, k, stride, padding): rows of half a tile's pixels (7 on AVX-512, 3 on
+    # AVX2, 2 on the portable path) go two to a tile, the second row's input a padded row on.
+    (2, 24, 7, 7, 40, 3, 1, 1),    # 7 rows on AVX-512: three pairs and a single row
+    (1, 16, 8, 7, 33, 3, 1, 1),    # pairs only; 33 channels: a lane tail
+    (2, 12, 14, 13, 20, 3, 2, 1),  # stride 2 down to 7x7
+    (2, 10, 5, 3, 24, 3, 1, 1),    # 3 wide (AVX2), 5 rows
+    (3, 6, 4, 4, 8, 3, 2, 1),      # 2 x 2 out (portable), three images
+    (1, 8, 9, 9, 16, 3, 1, 2),     # 3 rows of 11: no pairs
+])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_direct_pairs_of_short_rows(cpu_capability, shape, layout):
+    """The direct kernel's two-row tiles: torch's result in float64 with a residual and ReLU
+    in the epilogue, the stride-1 input gradient (a forward convolution), the same bits on
+    1-3 threads and in one-image bands."""
+    n, c, h, w_, oc, k, s, pad = shape
+    gen = torch.Generator().manual_seed(oc)
+    x = to_layout(torch.randn(n, c, h, w_, generator=gen, dtype=torch.float64), layout)
+    w = torch.randn(oc, c, k, k, generator=gen, dtype=torch.float64)
+    b = torch.randn(oc, generator=gen, dtype=torch.float64)
+    ref = F.conv2d(x, w, b, s, pad)
+    res = to_layout(torch.randn(ref.shape, generator=gen, dtype=torch.float64), layout)
+    go = to_layout(torch.randn(ref.shape, generator=gen, dtype=torch.float64), layout)
+    ref_gx = torch.ops.aten.convolution_backward(go, x, w, None, [s, s], [pad, pad], [1, 1], False, [0, 0], 1,
+                                                 [True, False, False])[0]
+    old = torch.get_num_threads()
+    runs = []
+    try:
+        with forced(fastconv.conv_algo, fastconv.set_conv_algo, "direct"):
+            for threads, band in [(1, None), (2, None), (3, None), (2, 1)]:
+                torch.set_num_threads(threads)
+                prev = fastconv._C.set_conv_band_bytes(band) if band else None
+                try:
+                    runs.append((
+                        fastconv.conv2d(x, w, b, s, pad),
+                        fastconv.conv2d_fused(x, w, b, residual=res, relu=True, stride=s, padding=pad),
+                        torch.ops.fastconv.conv2d_backward(go, x, w, [s, s], [pad] * 4, [1, 1], 1,
+                                                           [True, False, False])[0]))
+                finally:
+                    if prev is not None:
+                        fastconv._C.set_conv_band_bytes(prev)
+    finally:
+        torch.set_num_threads(old)
+    torch.testing.assert_close(runs[0][0], ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(runs[0][1], torch.relu(ref + res), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(runs[0][2], ref_gx, rtol=1e-10, atol=1e-10)
+    for run in runs[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(run, runs[0]))
+
+
+def test_auto_keeps_direct_for_short_rows_and_thin_5x5():
+    """Under auto, Winograd gives way to the direct kernel on 7-wide outputs (AVX-512: the
+    direct tile holds two such rows) and on 5x5 layers with fewer than 64 input channels;
+    a 14-wide 3x3 layer and a 64-channel 5x5 layer keep it."""
+    gen = torch.Generator().manual_seed(3)
+
+    def runs(x, w, pad):
+        out = {}
+        for algo in ("auto", "winograd", "direct"):
+            with forced(fastconv.conv_algo, fastconv.set_conv_algo, algo):
+                out[algo] = fastconv.conv2d(x, w, padding=pad)
+        assert not torch.equal(out["winograd"], out["direct"])
+        return out
+
+    cases = [((8, 32, 14, 14), (32, 32, 3, 3), 1, "winograd"),
+             ((4, 32, 14, 14), (48, 32, 5, 5), 2, "direct"),
+             ((2, 64, 14, 14), (32, 64, 5, 5), 2, "winograd")]
+    if fastconv.cpu_capability() == "avx512":
+        cases.append(((8, 32, 7, 7), (32, 32, 3, 3), 1, "direct"))
+    for xs, ws, pad, expect in cases:
+        out = runs(torch.randn(xs, generator=gen), torch.randn(ws, generator=gen) / 10, pad)
+        assert torch.equal(out["auto"], out[expect]), (xs, ws, expect)
+
+
+@pytest.mark.parametrize("shape", [
     # (N, C, H, W, OC, k, stride, padding, dilation, groups)
     (3, 20, 13, 11, 37, 3, 1, 1, 1, 1),   # Winograd; 37 output channels: several weight slices
     (2, 6, 15, 9, 10, 5, 2, 2, 1, 1),     # strided: image bands in the input gradient

@@ -494,6 +494,23 @@ int winograd_m(const ConvParams& p) {
   }
 }
 
+// The forward's (and a stride-1 input gradient's) choice: winograd_m, except under auto where
+// the direct kernel measured faster. Rows of mr / 2 pixels (7x7 outputs on AVX-512) fill its
+// two-row tiles exactly, while 2x2 tiles cover 64 outputs for 49; batch 8, torch / ours,
+// NCHW 1 / 2 threads, Winograd -> direct: 512 -> 512 3x3 0.97 / 0.79 -> 0.93 / 0.94, 192 -> 384
+// 3x3 0.95 / 0.93 -> 0.98 / 0.99, 128 -> 32 3x3 0.80 / 0.80 -> 1.09 / 1.12, 48 -> 128 5x5
+// 0.61 / 0.61 -> 0.97 / 0.96 (channels_last alike). And a 5x5 layer with fewer than 64 input
+// channels: its four 3x3 pieces each transform the input for few multiply-adds per value
+// (16 -> 32 at 28x28 1.05 / 0.92 -> 1.09 / 1.13, 24 -> 64 at 14x14 1.23 / 1.09 -> 1.33 / 1.31;
+// AlexNet's 64 -> 192 keeps Winograd, 1.06 / 1.07 against 1.02 / 0.99 direct).
+int winograd_forward_m(const ConvParams& p, int mr) {
+  const int m = winograd_m(p);
+  if (m == 0 || forced_conv_algo() != ConvAlgo::Auto) return m;
+  if (mr % 2 == 0 && p.OW == mr / 2) return 0;
+  if (p.KH == 5 && p.icg() < 64) return 0;
+  return m;
+}
+
 // Output channels [oc0, oc0 + p.OC) of a Winograd layer with oc_total of them (ep and y
 // already offset to the slice; w is the whole weight, transposed as in pack_weight). False,
 // with y partly written, when an output came out Inf or NaN (see winograd_forward).
@@ -747,7 +764,7 @@ void forward_into(const ConvParams& p, const at::Tensor& x, const at::Tensor& w,
     if (!yn.is_same(y)) copy_nchw_to_channels_last<T>(yn, y);
     return;
   }
-  const int m = winograd_m(p);
+  const int m = winograd_forward_m(p, kt->mr);
   if (m && winograd_forward<T>(p, m, x, w, transposed, ep, y)) return;
   direct_forward<T>(p, x, w, transposed, ep, y);
 }
@@ -965,8 +982,9 @@ bool use_wgrad_rows(const ConvParams& p, const ConvKernels<T>* kt) {
          (p.icg() <= 4 && p.OW >= 8 && p.ocg() <= 2 * kt->weight_grad_rows_block(p.KW));
 }
 
-// The weight gradient by F(2x2, 3x3)'s dual tile where the forward would run F(2x2, 3x3)
-// (auto, or winograd forced). Under auto, with at least one tile per 128 KB of the sum
+// The weight gradient by F(2x2, 3x3)'s dual tile where winograd_m picks F(2x2, 3x3) (auto,
+// or winograd forced; 7-wide outputs too, whose forward runs direct: 512 channels at 7x7,
+// batch 8, 1 thread, 16.9 ms against the direct kernel's 21.6). Under auto, with at least one tile per 128 KB of the sum
 // buffer (16 x OC x C values), which every chunk of tiles reads and writes: batch 1 at
 // 14x14 with 512 channels (49 tiles, 16 MB) ran 0.76x torch against the direct kernel's
 // 0.87x, batch 4 (196 tiles) 1.09x against 0.95x; 256 channels at batch 1 (49 tiles, 4 MB)

@@ -128,12 +128,14 @@ FASTCONV_ALWAYS_INLINE typename Tile<T>::V bcast_scaled(const T* base, int64_t i
   return Tile<T>::S::set1(*reinterpret_cast<const T*>(reinterpret_cast<const char*>(base) + idx * SCALE));
 }
 
-template <class T, int R>
+// SPLIT: the row from which q is the base (8, or where a tile's second output row starts).
+template <class T, int R, int SPLIT = 8>
 FASTCONV_ALWAYS_INLINE typename Tile<T>::V bcast_row(const T* p, const T* q, const RowStrides& s) {
-  static_assert(R >= 0 && R < 16, "rows 0-15");
+  static_assert(R >= 0 && R < 16 && SPLIT >= 1 && SPLIT <= 8, "rows 0-15, split at 1-8");
   using S = typename Tile<T>::S;
-  const T* b = R < 8 ? p : q;
-  constexpr int r = R % 8;
+  const T* b = R < SPLIT ? p : q;
+  constexpr int r = R < SPLIT ? R : R - SPLIT;
+  static_assert(r < 8, "at most 8 rows per base");
   if constexpr (r == 0) return S::set1(*b);
   if constexpr (r == 1) return bcast_scaled<T, 1>(b, s.s1);
   if constexpr (r == 2) return bcast_scaled<T, 2>(b, s.s1);
@@ -144,14 +146,14 @@ FASTCONV_ALWAYS_INLINE typename Tile<T>::V bcast_row(const T* p, const T* q, con
   return bcast_scaled<T, 1>(b, s.s7);
 }
 
-template <class T, int M, size_t... R>
+template <class T, int M, int SPLIT, size_t... R>
 FASTCONV_ALWAYS_INLINE void fma_rows(typename Tile<T>::V (&c)[M][Tile<T>::NV], const T* p, const T* q,
                                      const RowStrides& s, const typename Tile<T>::V (&bv)[Tile<T>::NV],
                                      std::index_sequence<R...>) {
   using S = typename Tile<T>::S;
   auto row = [&](auto rc) FASTCONV_ALWAYS_INLINE_LAMBDA {
     constexpr int r = decltype(rc)::value;
-    const typename Tile<T>::V x = bcast_row<T, r>(p, q, s);
+    const typename Tile<T>::V x = bcast_row<T, r, SPLIT>(p, q, s);
 #pragma GCC unroll 4
     for (int v = 0; v < Tile<T>::NV; ++v) c[r][v] = S::fma(x, bv[v], c[r][v]);
   };
@@ -164,11 +166,14 @@ FASTCONV_ALWAYS_INLINE void fma_rows(typename Tile<T>::V (&c)[M][Tile<T>::NV], c
 // not depend on the caller; inlined into a busy loop nest GCC spilled an accumulator in some
 // instantiations, a 2-3x slowdown.
 // A_UNIT: the rows of A are adjacent (a_r == 1), so its addresses are constant offsets.
-template <class T, int M, bool TAIL, bool A_UNIT = false>
+// SPLIT < 8: rows SPLIT.. of A start q_off elements after row 0 (a_r apart from there): a
+// tile of two output rows of SPLIT pixels each (7x7 outputs fill 14 rows instead of 7).
+template <class T, int M, bool TAIL, bool A_UNIT = false, int SPLIT = 8>
 __attribute__((noinline)) void ukernel(const T* FASTCONV_RESTRICT a, int64_t a_r, int64_t a_k,
                                     const T* FASTCONV_RESTRICT b, int64_t b_k, const Seg* segs,
                                     int64_t nseg, typename Tile<T>::V (&acc)[M][Tile<T>::NV],
-                                    int valid) {
+                                    int valid, int64_t q_off = 0) {
+  static_assert(SPLIT == 8 || !A_UNIT, "a split tile has strided rows");
   using S = typename Tile<T>::S;
   using V = typename Tile<T>::V;
   constexpr int NV = Tile<T>::NV, W = Tile<T>::W;
@@ -178,6 +183,7 @@ __attribute__((noinline)) void ukernel(const T* FASTCONV_RESTRICT a, int64_t a_r
   copy_tile<T, M>(acc, c);
   const int64_t row_bytes = a_r * int64_t(sizeof(T));
   const RowStrides rs{row_bytes, 3 * row_bytes, 5 * row_bytes, 7 * row_bytes};
+  const int64_t q_rows = SPLIT == 8 ? 8 * a_r : q_off;
   auto step = [&](const T* ap, const T* bp) FASTCONV_ALWAYS_INLINE_LAMBDA {
     V bv[NV];
 #pragma GCC unroll 4
@@ -190,7 +196,7 @@ __attribute__((noinline)) void ukernel(const T* FASTCONV_RESTRICT a, int64_t a_r
     if constexpr (A_UNIT)
       fma_step<T, M>(c, ap, bv);
     else
-      fma_rows<T, M>(c, ap, ap + 8 * a_r, rs, bv, std::make_index_sequence<M>{});
+      fma_rows<T, M, SPLIT>(c, ap, ap + q_rows, rs, bv, std::make_index_sequence<M>{});
   };
   for (int64_t s = 0; s < nseg; ++s) {
     const T* ap = a + segs[s].a;
@@ -696,6 +702,10 @@ void forward_nhwc(const PaddedNhwc<T>& x, const T* wpack, const ConvParams& p, c
   const std::vector<Seg> segs = forward_segments<T>(p, x.wp, x.c);
   const int64_t wblock = p.KH * p.KW * icg * NR;
   const int64_t a_r = p.sw * x.c;
+  // Rows of MR / 2 pixels (7x7 outputs on AVX-512) go two to a tile: one row per tile left
+  // half of the accumulators idle. Each row's pixels then continue the previous row's in y.
+  const bool pairs = MR % 2 == 0 && p.OW == MR / 2 && ys.h == p.OW * ys.w &&
+                     (!ep.residual || ep.rs.h == p.OW * ep.rs.w);
   for (int64_t t = task_begin; t < task_end; ++t) {
     const int64_t chunk = t % plan.row_chunks;
     int64_t rest = t / plan.row_chunks;
@@ -707,7 +717,8 @@ void forward_nhwc(const PaddedNhwc<T>& x, const T* wpack, const ConvParams& p, c
     }
     const int64_t g = rest % p.groups, n = rest / p.groups;
     const int64_t oh_end = std::min(p.OH, (chunk + 1) * plan.rows_per_task);
-    for (int64_t oh = chunk * plan.rows_per_task; oh < oh_end; ++oh)
+    for (int64_t oh = chunk * plan.rows_per_task, rows = 1; oh < oh_end; oh += rows) {
+    rows = pairs && oh + 1 < oh_end ? 2 : 1;
     for (int64_t blk = blk_begin; blk < blk_end; ++blk) {
       const int64_t oc0 = g * ocg + blk * NR;
       const int nvalid = static_cast<int>(std::min<int64_t>(NR, ocg - blk * NR));
@@ -715,6 +726,16 @@ void forward_nhwc(const PaddedNhwc<T>& x, const T* wpack, const ConvParams& p, c
       const T* arow = x.data + (n * x.hp + oh * p.sh) * x.wp * x.c + g * icg;
       T* yrow = y + n * ys.n + oc0 * ys.c + oh * ys.h;
       const T* rrow = ep.residual ? ep.residual + n * ep.rs.n + oc0 * ep.rs.c + oh * ep.rs.h : nullptr;
+      if constexpr (MR % 2 == 0) {
+        if (rows == 2) {  // the two rows' pixels follow each other in y (and the residual)
+          V acc[MR][NV];
+          zero_acc<T, MR>(acc);
+          ukernel<T, MR, false, false, MR / 2>(arow, a_r, 1, wb, NR, segs.data(), static_cast<int64_t>(segs.size()),
+                                               acc, NR, p.sh * x.wp * x.c);
+          store_pixels_by_channels<T, MR>(acc, ep, oc0, nvalid, yrow, ys, rrow);
+          continue;
+        }
+      }
       for (int64_t ow0 = 0; ow0 < p.OW; ow0 += MR) {
         const int m = static_cast<int>(std::min<int64_t>(MR, p.OW - ow0));
         with_rows<1, MR>(m, [&](auto mc) {
@@ -727,6 +748,7 @@ void forward_nhwc(const PaddedNhwc<T>& x, const T* wpack, const ConvParams& p, c
                                          rrow ? rrow + ow0 * ep.rs.w : nullptr);
         });
       }
+    }
     }
   }
 }
