@@ -385,6 +385,26 @@ def test_conv2d_threads_do_not_change_results():
     assert torch.equal(y1, y2)
 
 
+def _over_threads_and_bands(algo, fn, settings=((1, None), (2, None), (3, None), (2, 1))):
+    """[fn() for each (threads, band bytes) setting] with the conv algorithm forced; band None
+    keeps the default. Threads, band size and algorithm are restored afterwards."""
+    old = torch.get_num_threads()
+    runs = []
+    try:
+        with forced(fastconv.conv_algo, fastconv.set_conv_algo, algo):
+            for threads, band in settings:
+                torch.set_num_threads(threads)
+                prev = fastconv._C.set_conv_band_bytes(band) if band else None
+                try:
+                    runs.append(fn())
+                finally:
+                    if prev is not None:
+                        fastconv._C.set_conv_band_bytes(prev)
+    finally:
+        torch.set_num_threads(old)
+    return runs
+
+
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("k", [3, 5])
 @pytest.mark.parametrize("weight_layout", ["oihw", "channels_last"])
@@ -405,22 +425,11 @@ def test_winograd_forward_threads_and_bands(layout, k, weight_layout):
     ref = torch.relu(F.conv2d(x, w, padding=p) + res)
     ref_gx = torch.ops.aten.convolution_backward(go, x, w, None, [1, 1], [p, p], [1, 1], False, [0, 0], 1,
                                                  [True, False, False])[0]
-    old = torch.get_num_threads()
-    results, grads = [], []
-    try:
-        with forced(fastconv.conv_algo, fastconv.set_conv_algo, "winograd"):
-            for threads, band in [(1, None), (2, None), (3, None), (2, 3000), (3, 1)]:
-                torch.set_num_threads(threads)
-                prev = fastconv._C.set_conv_band_bytes(band) if band else None
-                try:
-                    results.append(fastconv.conv2d_fused(x, w, padding=p, residual=res, relu=True))
-                    grads.append(torch.ops.fastconv.conv2d_backward(go, x, w, [1, 1], [p] * 4, [1, 1], 1,
-                                                                    [True, False, False])[0])
-                finally:
-                    if prev is not None:
-                        fastconv._C.set_conv_band_bytes(prev)
-    finally:
-        torch.set_num_threads(old)
+    runs = _over_threads_and_bands("winograd", lambda: (
+        fastconv.conv2d_fused(x, w, padding=p, residual=res, relu=True),
+        torch.ops.fastconv.conv2d_backward(go, x, w, [1, 1], [p] * 4, [1, 1], 1, [True, False, False])[0]),
+        [(1, None), (2, None), (3, None), (2, 3000), (3, 1)])
+    results, grads = [r[0] for r in runs], [r[1] for r in runs]
     torch.testing.assert_close(results[0], ref, rtol=1e-10, atol=1e-10)
     assert all(torch.equal(results[0], r) for r in results[1:])
     torch.testing.assert_close(grads[0], ref_gx, rtol=1e-10, atol=1e-10)
@@ -529,22 +538,9 @@ def test_direct_packs_weight_blocks_per_thread(groups, weight_layout, layout):
     ref = F.conv2d(x, w, padding=1, groups=groups)
     ref_gx = torch.ops.aten.convolution_backward(go, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], groups,
                                                  [True, False, False])[0]
-    old = torch.get_num_threads()
-    runs = []
-    try:
-        with forced(fastconv.conv_algo, fastconv.set_conv_algo, "direct"):
-            for threads, band in [(1, None), (2, None), (3, None), (2, 1)]:
-                torch.set_num_threads(threads)
-                prev = fastconv._C.set_conv_band_bytes(band) if band else None
-                try:
-                    runs.append((fastconv.conv2d(x, w, padding=1, groups=groups),
-                                 torch.ops.fastconv.conv2d_backward(go, x, w, [1, 1], [1] * 4, [1, 1], groups,
-                                                                    [True, False, False])[0]))
-                finally:
-                    if prev is not None:
-                        fastconv._C.set_conv_band_bytes(prev)
-    finally:
-        torch.set_num_threads(old)
+    runs = _over_threads_and_bands("direct", lambda: (
+        fastconv.conv2d(x, w, padding=1, groups=groups),
+        torch.ops.fastconv.conv2d_backward(go, x, w, [1, 1], [1] * 4, [1, 1], groups, [True, False, False])[0]))
     torch.testing.assert_close(runs[0][0], ref, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(runs[0][1], ref_gx, rtol=1e-10, atol=1e-10)
     for y, gx in runs[1:]:
@@ -576,24 +572,10 @@ def test_direct_pairs_of_short_rows(cpu_capability, shape, layout):
     go = to_layout(torch.randn(ref.shape, generator=gen, dtype=torch.float64), layout)
     ref_gx = torch.ops.aten.convolution_backward(go, x, w, None, [s, s], [pad, pad], [1, 1], False, [0, 0], 1,
                                                  [True, False, False])[0]
-    old = torch.get_num_threads()
-    runs = []
-    try:
-        with forced(fastconv.conv_algo, fastconv.set_conv_algo, "direct"):
-            for threads, band in [(1, None), (2, None), (3, None), (2, 1)]:
-                torch.set_num_threads(threads)
-                prev = fastconv._C.set_conv_band_bytes(band) if band else None
-                try:
-                    runs.append((
-                        fastconv.conv2d(x, w, b, s, pad),
-                        fastconv.conv2d_fused(x, w, b, residual=res, relu=True, stride=s, padding=pad),
-                        torch.ops.fastconv.conv2d_backward(go, x, w, [s, s], [pad] * 4, [1, 1], 1,
-                                                           [True, False, False])[0]))
-                finally:
-                    if prev is not None:
-                        fastconv._C.set_conv_band_bytes(prev)
-    finally:
-        torch.set_num_threads(old)
+    runs = _over_threads_and_bands("direct", lambda: (
+        fastconv.conv2d(x, w, b, s, pad),
+        fastconv.conv2d_fused(x, w, b, residual=res, relu=True, stride=s, padding=pad),
+        torch.ops.fastconv.conv2d_backward(go, x, w, [s, s], [pad] * 4, [1, 1], 1, [True, False, False])[0]))
     torch.testing.assert_close(runs[0][0], ref, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(runs[0][1], torch.relu(ref + res), rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(runs[0][2], ref_gx, rtol=1e-10, atol=1e-10)

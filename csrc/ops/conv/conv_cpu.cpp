@@ -984,8 +984,9 @@ bool use_wgrad_rows(const ConvParams& p, const ConvKernels<T>* kt) {
 
 // The weight gradient by F(2x2, 3x3)'s dual tile where winograd_m picks F(2x2, 3x3) (auto,
 // or winograd forced; 7-wide outputs too, whose forward runs direct: 512 channels at 7x7,
-// batch 8, 1 thread, 16.9 ms against the direct kernel's 21.6). Under auto, with at least one tile per 128 KB of the sum
-// buffer (16 x OC x C values), which every chunk of tiles reads and writes: batch 1 at
+// batch 8, 1 thread, 16.9 ms against the direct kernel's 21.6). Under auto, with at least
+// one tile per 128 KB of the sum buffer (16 x OC x C values), which every chunk of tiles
+// reads and writes: batch 1 at
 // 14x14 with 512 channels (49 tiles, 16 MB) ran 0.76x torch against the direct kernel's
 // 0.87x, batch 4 (196 tiles) 1.09x against 0.95x; 256 channels at batch 1 (49 tiles, 4 MB)
 // 1.0x against 0.85x. One thread, same process, NCHW.

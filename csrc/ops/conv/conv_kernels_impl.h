@@ -718,37 +718,37 @@ void forward_nhwc(const PaddedNhwc<T>& x, const T* wpack, const ConvParams& p, c
     const int64_t g = rest % p.groups, n = rest / p.groups;
     const int64_t oh_end = std::min(p.OH, (chunk + 1) * plan.rows_per_task);
     for (int64_t oh = chunk * plan.rows_per_task, rows = 1; oh < oh_end; oh += rows) {
-    rows = pairs && oh + 1 < oh_end ? 2 : 1;
-    for (int64_t blk = blk_begin; blk < blk_end; ++blk) {
-      const int64_t oc0 = g * ocg + blk * NR;
-      const int nvalid = static_cast<int>(std::min<int64_t>(NR, ocg - blk * NR));
-      const T* wb = wpack + (g * plan.blocks + blk) * wblock;
-      const T* arow = x.data + (n * x.hp + oh * p.sh) * x.wp * x.c + g * icg;
-      T* yrow = y + n * ys.n + oc0 * ys.c + oh * ys.h;
-      const T* rrow = ep.residual ? ep.residual + n * ep.rs.n + oc0 * ep.rs.c + oh * ep.rs.h : nullptr;
-      if constexpr (MR % 2 == 0) {
-        if (rows == 2) {  // the two rows' pixels follow each other in y (and the residual)
-          V acc[MR][NV];
-          zero_acc<T, MR>(acc);
-          ukernel<T, MR, false, false, MR / 2>(arow, a_r, 1, wb, NR, segs.data(), static_cast<int64_t>(segs.size()),
-                                               acc, NR, p.sh * x.wp * x.c);
-          store_pixels_by_channels<T, MR>(acc, ep, oc0, nvalid, yrow, ys, rrow);
-          continue;
+      rows = pairs && oh + 1 < oh_end ? 2 : 1;
+      for (int64_t blk = blk_begin; blk < blk_end; ++blk) {
+        const int64_t oc0 = g * ocg + blk * NR;
+        const int nvalid = static_cast<int>(std::min<int64_t>(NR, ocg - blk * NR));
+        const T* wb = wpack + (g * plan.blocks + blk) * wblock;
+        const T* arow = x.data + (n * x.hp + oh * p.sh) * x.wp * x.c + g * icg;
+        T* yrow = y + n * ys.n + oc0 * ys.c + oh * ys.h;
+        const T* rrow = ep.residual ? ep.residual + n * ep.rs.n + oc0 * ep.rs.c + oh * ep.rs.h : nullptr;
+        if constexpr (MR % 2 == 0) {
+          if (rows == 2) {  // the two rows' pixels follow each other in y (and the residual)
+            V acc[MR][NV];
+            zero_acc<T, MR>(acc);
+            ukernel<T, MR, false, false, MR / 2>(arow, a_r, 1, wb, NR, segs.data(), static_cast<int64_t>(segs.size()),
+                                                 acc, NR, p.sh * x.wp * x.c);
+            store_pixels_by_channels<T, MR>(acc, ep, oc0, nvalid, yrow, ys, rrow);
+            continue;
+          }
+        }
+        for (int64_t ow0 = 0; ow0 < p.OW; ow0 += MR) {
+          const int m = static_cast<int>(std::min<int64_t>(MR, p.OW - ow0));
+          with_rows<1, MR>(m, [&](auto mc) {
+            constexpr int M = decltype(mc)::value;
+            V acc[M][NV];
+            zero_acc<T, M>(acc);
+            ukernel<T, M, false>(arow + ow0 * a_r, a_r, 1, wb, NR, segs.data(),
+                                 static_cast<int64_t>(segs.size()), acc, NR);
+            store_pixels_by_channels<T, M>(acc, ep, oc0, nvalid, yrow + ow0 * ys.w, ys,
+                                           rrow ? rrow + ow0 * ep.rs.w : nullptr);
+          });
         }
       }
-      for (int64_t ow0 = 0; ow0 < p.OW; ow0 += MR) {
-        const int m = static_cast<int>(std::min<int64_t>(MR, p.OW - ow0));
-        with_rows<1, MR>(m, [&](auto mc) {
-          constexpr int M = decltype(mc)::value;
-          V acc[M][NV];
-          zero_acc<T, M>(acc);
-          ukernel<T, M, false>(arow + ow0 * a_r, a_r, 1, wb, NR, segs.data(),
-                               static_cast<int64_t>(segs.size()), acc, NR);
-          store_pixels_by_channels<T, M>(acc, ep, oc0, nvalid, yrow + ow0 * ys.w, ys,
-                                         rrow ? rrow + ow0 * ep.rs.w : nullptr);
-        });
-      }
-    }
     }
   }
 }
