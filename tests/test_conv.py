@@ -585,8 +585,9 @@ def test_direct_pairs_of_short_rows(cpu_capability, shape, layout):
 
 def test_auto_keeps_direct_for_short_rows_and_thin_5x5():
     """Under auto, Winograd gives way to the direct kernel on 7-wide outputs (AVX-512: the
-    direct tile holds two such rows) and on 5x5 layers with fewer than 64 input channels;
-    a 14-wide 3x3 layer and a 64-channel 5x5 layer keep it."""
+    direct tile holds two such rows), on 5x5 layers with fewer than 64 input channels and
+    (AVX-512) on 3x3 layers of fewer than 64 2x2 tiles and 5x5 ones of fewer than 256; a
+    14-wide 3x3 layer, a 64-channel 5x5 layer and (AVX2) the small ones keep it."""
     gen = torch.Generator().manual_seed(3)
 
     def runs(x, w, pad):
@@ -599,9 +600,15 @@ def test_auto_keeps_direct_for_short_rows_and_thin_5x5():
 
     cases = [((8, 32, 14, 14), (32, 32, 3, 3), 1, "winograd"),
              ((4, 32, 14, 14), (48, 32, 5, 5), 2, "direct"),
-             ((2, 64, 14, 14), (32, 64, 5, 5), 2, "winograd")]
+             ((2, 64, 24, 24), (32, 64, 5, 5), 2, "winograd")]  # 288 2x2 tiles
     if fastconv.cpu_capability() == "avx512":
-        cases.append(((8, 32, 7, 7), (32, 32, 3, 3), 1, "direct"))
+        cases += [((8, 32, 7, 7), (32, 32, 3, 3), 1, "direct"),
+                  ((1, 32, 13, 14), (32, 32, 3, 3), 1, "direct"),   # 7 x 7 = 49 tiles
+                  ((2, 32, 13, 14), (32, 32, 3, 3), 1, "winograd"),  # 98
+                  ((2, 64, 14, 14), (32, 64, 5, 5), 2, "direct")]   # 98 (5x5: fewer than 256)
+    else:
+        cases += [((1, 32, 13, 14), (32, 32, 3, 3), 1, "winograd"),
+                  ((2, 64, 14, 14), (32, 64, 5, 5), 2, "winograd")]
     for xs, ws, pad, expect in cases:
         out = runs(torch.randn(xs, generator=gen), torch.randn(ws, generator=gen) / 10, pad)
         assert torch.equal(out["auto"], out[expect]), (xs, ws, expect)

@@ -252,7 +252,8 @@ def set_conv_algo(name: str) -> None:
     choice). ``'auto'`` is the heuristic: ``gemm1x1`` for unpadded 1x1 stride-1 layers
     (NCHW or channels_last), ``winograd`` (F(2x2, 3x3)) for 3x3 stride-1 single-group layers with >= 16 input and
     output channels and >= 32 2x2 output tiles (and 5x5 ones with >= 64 input channels, as four 3x3 pieces) unless
-    the output is 7 wide on AVX-512 (the direct kernel's tile then holds two rows), ``nchw`` (pixels in the SIMD
+    the output is 7 wide on AVX-512 (the direct kernel's tile then holds two rows) or, on AVX-512, a 3x3 layer has
+    fewer than 64 tiles (batch 1 at 14x14) or a 5x5 one fewer than 256, ``nchw`` (pixels in the SIMD
     lanes) for NCHW layers with <= 4 input channels per group and stride 1 along W, ``direct`` otherwise. ``'winograd4'``
     (F(4x4, 3x3), about 10x the float32 error of direct; 3x3 only) is never chosen automatically.
     A forced algorithm that does not apply to a layer falls back to ``direct``."""

@@ -11,7 +11,8 @@
 //   winograd F(2x2, 3x3) for 3x3 stride-1 single-group layers with at least 16 input and
 //            output channels and at least 32 2x2 output tiles over the batch (2.25x fewer
 //            multiplies; error at the direct path's level); 5x5 layers likewise, as four
-//            3x3 pieces through the same transforms (1.56x fewer multiplies).
+//            3x3 pieces through the same transforms (1.56x fewer multiplies). The forward
+//            keeps direct for a few shapes where it measured faster (winograd_forward_m).
 //            winograd4 = F(4x4, 3x3) only when forced (larger float32 error), 3x3 only.
 //            Their weight gradient runs F(2x2, 3x3)'s dual tile, under auto where the
 //            batch has enough tiles for its sum buffer (use_wgrad_winograd).
@@ -502,12 +503,23 @@ int winograd_m(const ConvParams& p) {
 // 0.61 / 0.61 -> 0.97 / 0.96 (channels_last alike). And a 5x5 layer with fewer than 64 input
 // channels: its four 3x3 pieces each transform the input for few multiply-adds per value
 // (16 -> 32 at 28x28 1.05 / 0.92 -> 1.09 / 1.13, 24 -> 64 at 14x14 1.23 / 1.09 -> 1.33 / 1.31;
-// AlexNet's 64 -> 192 keeps Winograd, 1.06 / 1.07 against 1.02 / 0.99 direct).
+// AlexNet's 64 -> 192 keeps Winograd, 1.06 / 1.07 against 1.02 / 0.99 direct). And, with
+// AVX-512's direct tile (14 pixels x 32 channels), a 3x3 layer of fewer than 64 tiles (batch 1
+// at 13x13 or 14x14: 49) or a 5x5 one of fewer than 256 (AlexNet's 64 -> 192 at 27x27: 196 a
+// batch; batch 1 0.92 / 0.95 -> 1.06 / 1.08, batch 2 even, batch 4 Winograd 3-10% faster).
+// Torch / ours, 1 / 2 threads, Winograd -> direct: AlexNet's
+// 384 -> 256 at 13x13 0.91 / 0.93 -> 1.04 / 1.17, 192 -> 384 0.98 / 0.89 -> 1.06 / 1.07;
+// GoogLeNet's 96 -> 208 at 14x14 1.02 / 1.05 -> 1.15 / 1.11; ResNet's 256 -> 256 1.11 / 0.99
+// -> 1.06 / 1.05, VGG's 512 -> 512 1.11 / 0.95 -> 1.08 / 1.07 (one 49-tile chunk leaves the
+// second thread little to share). At 98 3x3 tiles (batch 2) Winograd was 5-27% faster on both,
+// and AVX2's 6 x 16 direct tile lost at 49 tiles too (256 -> 256 at 14x14, 1 thread: 2.76
+// against 1.95 ms), so it keeps the 32-tile rule of winograd_m.
 int winograd_forward_m(const ConvParams& p, int mr) {
   const int m = winograd_m(p);
   if (m == 0 || forced_conv_algo() != ConvAlgo::Auto) return m;
   if (mr % 2 == 0 && p.OW == mr / 2) return 0;
   if (p.KH == 5 && p.icg() < 64) return 0;
+  if (mr >= 14 && p.N * winograd_tiles(p.OH, 2) * winograd_tiles(p.OW, 2) < (p.KH == 5 ? 256 : 64)) return 0;
   return m;
 }
 
