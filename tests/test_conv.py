@@ -583,7 +583,7 @@ def test_direct_pairs_of_short_rows(cpu_capability, shape, layout):
         assert all(torch.equal(a, b) for a, b in zip(run, runs[0]))
 
 
-def test_auto_keeps_direct_for_short_rows_and_thin_5x5():
+def test_auto_keeps_direct_where_it_measured_faster():
     """Under auto, Winograd gives way to the direct kernel on 7-wide outputs (AVX-512: the
     direct tile holds two such rows), on 5x5 layers with fewer than 64 input channels and
     (AVX-512) on 3x3 layers of fewer than 64 2x2 tiles and 5x5 ones of fewer than 256; a

@@ -503,11 +503,11 @@ int winograd_m(const ConvParams& p) {
 // 0.61 / 0.61 -> 0.97 / 0.96 (channels_last alike). And a 5x5 layer with fewer than 64 input
 // channels: its four 3x3 pieces each transform the input for few multiply-adds per value
 // (16 -> 32 at 28x28 1.05 / 0.92 -> 1.09 / 1.13, 24 -> 64 at 14x14 1.23 / 1.09 -> 1.33 / 1.31;
-// AlexNet's 64 -> 192 keeps Winograd, 1.06 / 1.07 against 1.02 / 0.99 direct). And, with
-// AVX-512's direct tile (14 pixels x 32 channels), a 3x3 layer of fewer than 64 tiles (batch 1
-// at 13x13 or 14x14: 49) or a 5x5 one of fewer than 256 (AlexNet's 64 -> 192 at 27x27: 196 a
-// batch; batch 1 0.92 / 0.95 -> 1.06 / 1.08, batch 2 even, batch 4 Winograd 3-10% faster).
-// Torch / ours, 1 / 2 threads, Winograd -> direct: AlexNet's
+// AlexNet's 64 -> 192 at batch 8 keeps Winograd, 1.06 / 1.07 against 1.02 / 0.99 direct).
+// And, with AVX-512's direct tile (14 pixels x 32 channels), a 3x3 layer of fewer than 64
+// tiles (batch 1 at 13x13 or 14x14: 49) or a 5x5 one of fewer than 256 (AlexNet's 64 -> 192
+// at 27x27 has 196 an image; batch 1 0.92 / 0.95 -> 1.06 / 1.08, batch 2 even, batch 4
+// Winograd 3-10% faster). Batch 1, torch / ours, 1 / 2 threads, Winograd -> direct: AlexNet's
 // 384 -> 256 at 13x13 0.91 / 0.93 -> 1.04 / 1.17, 192 -> 384 0.98 / 0.89 -> 1.06 / 1.07;
 // GoogLeNet's 96 -> 208 at 14x14 1.02 / 1.05 -> 1.15 / 1.11; ResNet's 256 -> 256 1.11 / 0.99
 // -> 1.06 / 1.05, VGG's 512 -> 512 1.11 / 0.95 -> 1.08 / 1.07 (one 49-tile chunk leaves the
