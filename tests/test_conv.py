@@ -258,6 +258,11 @@ def test_conv2d_fused_epilogue(cpu_capability, conv_algo, layout, k):
     (2, 1100, 4, 3, 30, 2),    # 550 per group: blocks per group
     (4, 40, 9, 9, 70, 1),
     (3, 21, 5, 7, 30, 1),      # 21 channels: 8-channel transposes of the packed pixels + a tail
+    # AVX-512 float, NCHW: 8 output channels x 48 pixels tiles (output channels per group a
+    # multiple of 8 that 14-row blocks would leave a short tail of, planes of >= 28 x 28).
+    (3, 40, 28, 28, 128, 1),   # 784 = 16 x 48 + 16 pixels an image: tiles span images
+    (2, 64, 28, 30, 288, 2),   # 144 per group
+    (1, 1040, 28, 28, 256, 1),  # a weight over 1 MB: two chunks pack their own panels
 ])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -201,6 +201,22 @@ int64_t gemm1x1_parts(const ConvParams& p, int64_t elem_bytes, int64_t tile, int
   return threads;
 }
 
+// Whether the NCHW 1x1 GEMM takes the table's narrow tile (AVX-512 float: 8 output channels x
+// 48 pixels) instead of 14 x 32: where 14-row blocks leave a tail of 6 rows or fewer that 8-row
+// blocks do not (128 = 9 x 14 + 2 ran its last block at a fraction of the speed), on planes of
+// at least 28 x 28 (a 48-pixel tile wastes more of a small plane). 1 thread, old / new time
+// (alternated processes): 256 -> 128 at 56x56, batch 8 1.18x, batch 1 1.09x; 512 -> 128 at
+// 28x28 1.13x / 1.07x; 64 -> 256 at 56x56 1.09x (2 threads 1.04-1.10x). Left with 14 x 32:
+// 64 output channels (14 x 4 + 8: even, 0.98-1.01x; 192 -> 64 at 28x28 0.92x), 32 (0.97x),
+// 1024 -> 128 at 14x14 (0.96x). Every output's sum runs over the input channels in the same
+// order either way.
+template <class T>
+bool use_narrow_1x1(const ConvKernels<T>* kt, const ConvParams& p) {
+  const int64_t ocg = p.ocg(), tail = ocg % kt->mr_nchw;
+  return kt->forward_1x1_nchw_narrow && ocg >= 64 && ocg % kt->mr_narrow == 0 && tail > 0 && tail <= 6 &&
+         p.H * p.W >= 784;
+}
+
 // Whether a (N, C, H, W) tensor with strides s holds pixel q = (n * H + h) * W + w at q * C
 // (channels_last without gaps; strides of size-1 dimensions do not matter).
 bool flat_channels_last(Strides4 s, int64_t N, int64_t C, int64_t H, int64_t W) {
@@ -713,8 +729,9 @@ void forward_into(const ConvParams& p, const at::Tensor& x, const at::Tensor& w,
                       flat_channels_last(strides_of(y), p.N, p.OC, p.OH, p.OW) &&
                       (!ep.residual || flat_channels_last(ep.rs, p.N, p.OC, p.OH, p.OW));
     if (nchw || nhwc) {
-      const int block = nchw ? kt->mr_nchw : kt->nr;
-      const int64_t tile = nchw ? kt->nr : kt->mr;
+      const bool narrow = nchw && use_narrow_1x1(kt, p);
+      const int block = nchw ? (narrow ? kt->mr_narrow : kt->mr_nchw) : kt->nr;
+      const int64_t tile = nchw ? (narrow ? kt->nr_narrow : kt->nr) : kt->mr;
       int64_t chunk = gemm1x1_chunk(p, sizeof(T), tile);
       const int64_t parts = gemm1x1_parts(p, sizeof(T), tile, ceil_div(p.ocg(), block), chunk);
       const int64_t chunks = ceil_div(p.N * p.H * p.W, chunk);
@@ -724,7 +741,7 @@ void forward_into(const ConvParams& p, const at::Tensor& x, const at::Tensor& w,
       // (A 1x1 weight is (OC, C / groups) whether OIHW or channels_last.)
       const bool own_panels = !transposed && chunks <= 2;
       const at::Tensor wp = own_panels ? at::Tensor() : packed_weight(kt, w, p, false, transposed, block);
-      const auto fn = nchw ? kt->forward_1x1_nchw : kt->forward_1x1_nhwc;
+      const auto fn = nchw ? (narrow ? kt->forward_1x1_nchw_narrow : kt->forward_1x1_nchw) : kt->forward_1x1_nhwc;
       Epilogue<T> e = ep;
       if (nhwc) e.rs = {p.OH * p.OW * p.OC, 1, p.OW * p.OC, p.OC};
       const T* xs = x.const_data_ptr<T>();

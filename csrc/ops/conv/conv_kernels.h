@@ -162,6 +162,13 @@ struct ConvKernels {
   // (block, reduction block) panel is packed where it is used.
   void (*forward_1x1_nchw)(const T* x, const T* wpack, const T* raw, const ConvParams& p, int64_t chunk, int64_t kc,
                            int64_t parts, const Epilogue<T>& ep, T* y, int64_t task_begin, int64_t task_end);
+  // The same with tiles of mr_narrow output channels x nr_narrow pixels (weights packed with
+  // block mr_narrow), where the table has it (null and 0 otherwise).
+  int mr_narrow;
+  int nr_narrow;
+  void (*forward_1x1_nchw_narrow)(const T* x, const T* wpack, const T* raw, const ConvParams& p, int64_t chunk,
+                                  int64_t kc, int64_t parts, const Epilogue<T>& ep, T* y, int64_t task_begin,
+                                  int64_t task_end);
   void (*forward_1x1_nhwc)(const T* x, const T* wpack, const T* raw, const ConvParams& p, int64_t chunk, int64_t kc,
                            int64_t parts, const Epilogue<T>& ep, T* y, int64_t task_begin, int64_t task_end);
 

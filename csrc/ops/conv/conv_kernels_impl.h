@@ -66,6 +66,12 @@ struct Tile {
   static constexpr int MR = W == 16 ? 14 : W == 8 ? 6 : 4;
 };
 
+// The NCHW 1x1 forward's second tile, 8 output channels x 48 pixels (24 accumulators, 3 B
+// vectors, 1 broadcast of 32 zmm): float on AVX-512 only (16 ymm hold no 24 accumulators).
+constexpr int kNarrowMR = 8, kNarrowNV = 3;
+template <class T>
+constexpr bool kHasNarrow = std::is_same_v<T, float> && Tile<T>::W == 16;
+
 // Calls fn(std::integral_constant<int, m>) for a runtime m in [1, MAXM]: tails of a row get
 // a microkernel compiled for their exact size instead of masked rows.
 template <int M, int MAXM, class Fn>
@@ -81,26 +87,44 @@ FASTCONV_ALWAYS_INLINE void with_rows(int m, Fn&& fn) {
 
 // to = from, for a tile of accumulators. The microkernels work on a local copy: GCC keeps a
 // by-reference array in memory and stores it back every step.
-template <class T, int M>
-FASTCONV_ALWAYS_INLINE void copy_tile(const typename Tile<T>::V (&from)[M][Tile<T>::NV],
-                                      typename Tile<T>::V (&to)[M][Tile<T>::NV]) {
+template <class T, int M, int NV = Tile<T>::NV>
+FASTCONV_ALWAYS_INLINE void copy_tile(const typename Tile<T>::V (&from)[M][NV], typename Tile<T>::V (&to)[M][NV]) {
 #pragma GCC unroll 16
   for (int r = 0; r < M; ++r)
 #pragma GCC unroll 4
-    for (int v = 0; v < Tile<T>::NV; ++v) to[r][v] = from[r][v];
+    for (int v = 0; v < NV; ++v) to[r][v] = from[r][v];
 }
 
 // One step of the reduction with the rows of A adjacent: c[r][v] += a[r] * b[v] (a strided A
 // goes through fma_rows below).
-template <class T, int M>
-FASTCONV_ALWAYS_INLINE void fma_step(typename Tile<T>::V (&c)[M][Tile<T>::NV], const T* ap,
-                                     const typename Tile<T>::V (&bv)[Tile<T>::NV]) {
+template <class T, int M, int NV = Tile<T>::NV>
+FASTCONV_ALWAYS_INLINE void fma_step(typename Tile<T>::V (&c)[M][NV], const T* ap, const typename Tile<T>::V (&bv)[NV]) {
   using S = typename Tile<T>::S;
+#if defined(__AVX512F__)
+  // The 8 x 3-vector tile's FMAs are written out: from the intrinsics GCC 12 picked forms that
+  // overwrite the broadcast register, renamed accumulators across the unrolled steps and
+  // spilled two of them every step (192 -> 64 at 28x28, batch 8: 1.21-1.24 -> 1.14 ms).
+  if constexpr (NV == 3 && std::is_same_v<T, float>) {
+#pragma GCC unroll 16
+    for (int r = 0; r < M; ++r) {
+      __m512 x;
+      asm("vbroadcastss %1, %0" : "=v"(x) : "m"(ap[r]));
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        __m512 t = c[r][v];
+        asm("vfmadd231ps %[b], %[x], %[c]" : [c] "+v"(t) : [b] "v"(bv[v]), [x] "v"(x));
+        c[r][v] = t;
+      }
+    }
+  } else
+#endif
+  {
 #pragma GCC unroll 16
   for (int r = 0; r < M; ++r) {
     const typename Tile<T>::V x = S::set1(ap[r]);
 #pragma GCC unroll 4
-    for (int v = 0; v < Tile<T>::NV; ++v) c[r][v] = S::fma(x, bv[v], c[r][v]);
+    for (int v = 0; v < NV; ++v) c[r][v] = S::fma(x, bv[v], c[r][v]);
+  }
   }
 }
 
@@ -233,16 +257,19 @@ __attribute__((noinline)) void ukernel(const T* FASTCONV_RESTRICT a, int64_t a_r
 // 56x56, batch 8: the packing calls ran at half the speed of the others); the L2 prefetch of
 // the next panel (pf) does not reach those in time. Where the input fits in L3 the extra loads
 // cost more than they save (1024 -> 256 at 14x14: 2-3% slower).
+// MR is A's panel width (the tile's widest M) and NV the tile's vectors across: the NCHW 1x1
+// forward also runs an 8 x 3-vector tile (forward_1x1_nchw_narrow).
 constexpr int kSrcAhead = 16;
-template <class T, int M, bool PACK_B = false, bool PACK_A = false, bool PF_SRC = false>
+template <class T, int M, bool PACK_B = false, bool PACK_A = false, bool PF_SRC = false, int MR = Tile<T>::MR,
+          int NV = Tile<T>::NV>
 __attribute__((noinline)) void ukernel_packed(const T* FASTCONV_RESTRICT a, const T* FASTCONV_RESTRICT b, int64_t k,
-                                           typename Tile<T>::V (&acc)[M][Tile<T>::NV],
+                                           typename Tile<T>::V (&acc)[M][NV],
                                            const T* FASTCONV_RESTRICT src = nullptr, int64_t src_k = 0,
                                            T* FASTCONV_RESTRICT panel = nullptr, const T* pf = nullptr,
                                            int64_t pf_stride = 0, int64_t pf_n = 0) {
   using S = typename Tile<T>::S;
   using V = typename Tile<T>::V;
-  constexpr int NV = Tile<T>::NV, W = Tile<T>::W, MR = Tile<T>::MR, NR = Tile<T>::NR;
+  constexpr int W = Tile<T>::W, NR = NV * W;
   static_assert(!(PACK_A && PACK_B), "one operand is packed on the way");
   static_assert(!PF_SRC || PACK_B, "the source prefetch runs ahead of B's packing loop");
   V c[M][NV];
@@ -341,33 +368,33 @@ __attribute__((noinline)) void ukernel_packed(const T* FASTCONV_RESTRICT a, cons
 // same process, 1 thread, NCHW 64 -> 256 at 56x56: torch / ours 0.95-1.02 -> 1.09-1.14).
 // READ: the same for the residual the epilogue adds (M more cold lines per tile; NCHW
 // 64 -> 256 at 56x56 with a residual ran at twice the time of the layer without one).
-template <class T, int M, bool READ = false>
+template <class T, int M, bool READ = false, int NV = Tile<T>::NV>
 FASTCONV_ALWAYS_INLINE void prefetch_tile(const T* y, int64_t row_stride) {
   for (int r = 0; r < M; ++r)
-    for (int v = 0; v < Tile<T>::NV; ++v) __builtin_prefetch(y + r * row_stride + v * Tile<T>::W, READ ? 0 : 1, 2);
+    for (int v = 0; v < NV; ++v) __builtin_prefetch(y + r * row_stride + v * Tile<T>::W, READ ? 0 : 1, 2);
 }
 
 // The lanes of each of a tile's vectors that hold the first `valid` of its NR columns.
-template <class T>
-FASTCONV_ALWAYS_INLINE void tile_lanes(int valid, int (&lanes)[Tile<T>::NV]) {
-  for (int v = 0; v < Tile<T>::NV; ++v) lanes[v] = std::clamp(valid - v * Tile<T>::W, 0, Tile<T>::W);
+template <class T, int NV = Tile<T>::NV>
+FASTCONV_ALWAYS_INLINE void tile_lanes(int valid, int (&lanes)[NV]) {
+  for (int v = 0; v < NV; ++v) lanes[v] = std::clamp(valid - v * Tile<T>::W, 0, Tile<T>::W);
 }
 
 // acc = the partial sums of an earlier pass (row r at p + r * row_stride, the first lanes[v]
 // lanes of vector v, the rest zero), or zero when there is none (p null).
-template <class T, int M>
-FASTCONV_ALWAYS_INLINE void load_tile(typename Tile<T>::V (&acc)[M][Tile<T>::NV], const T* p, int64_t row_stride,
-                                      const int (&lanes)[Tile<T>::NV]) {
+template <class T, int M, int NV = Tile<T>::NV>
+FASTCONV_ALWAYS_INLINE void load_tile(typename Tile<T>::V (&acc)[M][NV], const T* p, int64_t row_stride,
+                                      const int (&lanes)[NV]) {
   using S = typename Tile<T>::S;
   for (int r = 0; r < M; ++r)
-    for (int v = 0; v < Tile<T>::NV; ++v)
+    for (int v = 0; v < NV; ++v)
       acc[r][v] = p && lanes[v] ? S::load_n(p + r * row_stride + v * Tile<T>::W, lanes[v]) : S::zero();
 }
 
-template <class T, int M>
-FASTCONV_ALWAYS_INLINE void zero_acc(typename Tile<T>::V (&acc)[M][Tile<T>::NV]) {
+template <class T, int M, int NV = Tile<T>::NV>
+FASTCONV_ALWAYS_INLINE void zero_acc(typename Tile<T>::V (&acc)[M][NV]) {
   for (int r = 0; r < M; ++r)
-    for (int v = 0; v < Tile<T>::NV; ++v) acc[r][v] = Tile<T>::S::zero();
+    for (int v = 0; v < NV; ++v) acc[r][v] = Tile<T>::S::zero();
 }
 
 // ---- layout conversion --------------------------------------------------------------------
@@ -637,13 +664,13 @@ FASTCONV_ALWAYS_INLINE void store_pixels_by_channels(typename Tile<T>::V (&acc)[
 // point before the run of pixels the lanes cover, whose other lanes touch no memory (a 1x1
 // tile across two images stores each image's piece so); otherwise lo is 0 and the stores are
 // of the first lanes (plain stores for whole vectors: AVX2's masked stores cost more).
-template <class T, int M, bool RANGE>
-FASTCONV_ALWAYS_INLINE void store_channel_lanes(typename Tile<T>::V (&acc)[M][Tile<T>::NV], const Epilogue<T>& ep,
+template <class T, int M, bool RANGE, int NV = Tile<T>::NV>
+FASTCONV_ALWAYS_INLINE void store_channel_lanes(typename Tile<T>::V (&acc)[M][NV], const Epilogue<T>& ep,
                                                 int64_t oc0, int lo, int hi, T* y, int64_t plane, const T* res,
                                                 bool stream = false) {
   using S = typename Tile<T>::S;
   using V = typename Tile<T>::V;
-  constexpr int NV = Tile<T>::NV, W = Tile<T>::W;
+  constexpr int W = Tile<T>::W;
   for (int r = 0; r < M; ++r) {
     const V sc = S::set1(ep.scale ? ep.scale[oc0 + r] : T(1));
     const V sh = S::set1(ep.shift ? ep.shift[oc0 + r] : T(0));
@@ -666,11 +693,11 @@ FASTCONV_ALWAYS_INLINE void store_channel_lanes(typename Tile<T>::V (&acc)[M][Ti
 
 // Tile of M channels (rows) x nvalid contiguous pixels (lanes); y / res at channel 0, pixel 0,
 // channel stride `plane`.
-template <class T, int M>
-FASTCONV_ALWAYS_INLINE void store_channels_by_pixels(typename Tile<T>::V (&acc)[M][Tile<T>::NV],
-                                                     const Epilogue<T>& ep, int64_t oc0, int nvalid,
-                                                     T* y, int64_t plane, const T* res, bool stream = false) {
-  store_channel_lanes<T, M, false>(acc, ep, oc0, 0, nvalid, y, plane, res, stream);
+template <class T, int M, int NV = Tile<T>::NV>
+FASTCONV_ALWAYS_INLINE void store_channels_by_pixels(typename Tile<T>::V (&acc)[M][NV], const Epilogue<T>& ep,
+                                                     int64_t oc0, int nvalid, T* y, int64_t plane, const T* res,
+                                                     bool stream = false) {
+  store_channel_lanes<T, M, false, NV>(acc, ep, oc0, 0, nvalid, y, plane, res, stream);
 }
 
 // ---- forward ----------------------------------------------------------------------------
@@ -869,13 +896,13 @@ const T* own_panel(const T* w, int64_t icg, int64_t oc0, int m, int64_t k0, int6
   return buf.data();
 }
 
-template <class T>
-void forward_1x1_nchw(const T* x, const T* wpack, const T* raw, const ConvParams& p, int64_t chunk, int64_t kc,
-                      int64_t parts,
-                      const Epilogue<T>& ep, T* y, int64_t task_begin, int64_t task_end) {
+// Tiles of MR output channels x NV vectors of pixels (weights packed with block MR).
+template <class T, int MR, int NV>
+void forward_1x1_nchw_tile(const T* x, const T* wpack, const T* raw, const ConvParams& p, int64_t chunk, int64_t kc,
+                           int64_t parts, const Epilogue<T>& ep, T* y, int64_t task_begin, int64_t task_end) {
   using S = typename Tile<T>::S;
   using V = typename Tile<T>::V;
-  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR, NV = Tile<T>::NV, W = Tile<T>::W;
+  constexpr int W = Tile<T>::W, NR = NV * W;
   const int64_t icg = p.icg(), ocg = p.ocg(), hw = p.H * p.W, total = p.N * hw;
   const int64_t nblk = (ocg + MR - 1) / MR, chunks = (total + chunk - 1) / chunk;
   kc = std::min(kc, icg);
@@ -965,17 +992,18 @@ void forward_1x1_nchw(const T* x, const T* wpack, const T* raw, const ConvParams
                 }
               }
             }
-            if (whole && !(stream && last)) prefetch_tile<T, M>(y + whole_off, hw);
-            if (whole && e.residual) prefetch_tile<T, M, true>(e.residual + whole_off, hw);
+            if (whole && !(stream && last)) prefetch_tile<T, M, false, NV>(y + whole_off, hw);
+            if (whole && e.residual) prefetch_tile<T, M, true, NV>(e.residual + whole_off, hw);
             if (blk == blk0 && whole && pieces[pb].len == NR) {
               const T* src = x + (pieces[pb].n * p.C + g * icg + k0) * hw + pieces[pb].p;
               T* dst = panel.data() + ti * kk * NR;
               if (far_input)
-                ukernel_packed<T, M, true, false, true>(wb, nullptr, kk, acc, src, hw, dst, pf.p, pf.stride, pf.n);
+                ukernel_packed<T, M, true, false, true, MR>(wb, nullptr, kk, acc, src, hw, dst, pf.p, pf.stride, pf.n);
               else
-                ukernel_packed<T, M, true>(wb, nullptr, kk, acc, src, hw, dst, pf.p, pf.stride, pf.n);
+                ukernel_packed<T, M, true, false, false, MR>(wb, nullptr, kk, acc, src, hw, dst, pf.p, pf.stride, pf.n);
             } else
-              ukernel_packed<T, M>(wb, panel.data() + ti * kk * NR, kk, acc, nullptr, 0, nullptr, pf.p, pf.stride, pf.n);
+              ukernel_packed<T, M, false, false, false, MR>(wb, panel.data() + ti * kk * NR, kk, acc, nullptr, 0,
+                                                            nullptr, pf.p, pf.stride, pf.n);
             if (whole) {
               store_channels_by_pixels<T, M>(acc, e, oc0, static_cast<int>(pieces[pb].len), y + whole_off, hw,
                                              e.residual ? e.residual + whole_off : nullptr, stream && last);
@@ -995,6 +1023,18 @@ void forward_1x1_nchw(const T* x, const T* wpack, const T* raw, const ConvParams
 #if defined(__AVX2__)
   if (stream) _mm_sfence();
 #endif
+}
+
+template <class T>
+void forward_1x1_nchw(const T* x, const T* wpack, const T* raw, const ConvParams& p, int64_t chunk, int64_t kc,
+                      int64_t parts, const Epilogue<T>& ep, T* y, int64_t task_begin, int64_t task_end) {
+  forward_1x1_nchw_tile<T, Tile<T>::MR, Tile<T>::NV>(x, wpack, raw, p, chunk, kc, parts, ep, y, task_begin, task_end);
+}
+
+template <class T>
+void forward_1x1_nchw_narrow(const T* x, const T* wpack, const T* raw, const ConvParams& p, int64_t chunk, int64_t kc,
+                             int64_t parts, const Epilogue<T>& ep, T* y, int64_t task_begin, int64_t task_end) {
+  forward_1x1_nchw_tile<T, kNarrowMR, kNarrowNV>(x, wpack, raw, p, chunk, kc, parts, ep, y, task_begin, task_end);
 }
 
 // The same for a channels_last chunk: pixels [q0, q1) are rows C apart, each a run of kc
@@ -2055,6 +2095,9 @@ const ConvKernels<T>* make_table() {
       &transpose_2d<T>,
       &forward_nhwc<T>,
       &forward_1x1_nchw<T>,
+      kHasNarrow<T> ? kNarrowMR : 0,
+      kNarrowNV * Tile<T>::W,
+      kHasNarrow<T> ? &forward_1x1_nchw_narrow<T> : nullptr,
       &forward_1x1_nhwc<T>,
       &forward_nchw_direct<T>,
       &weight_grad<T>,
