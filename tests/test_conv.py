@@ -526,6 +526,29 @@ def test_gemm1x1_streams_large_outputs(layout, size):
         assert torch.equal(outs[0], outs[1])
 
 
+def test_gemm1x1_far_input_64_channels(cpu_capability):
+    """An NCHW 1x1 layer with 64 output channels reading an input of 16 MB or more (AVX-512
+    float: the 8 x 48 tile, whose first block packs its pixels straight from DRAM): torch's
+    result in float64 through the fused epilogue, the same bits on 1 and 2 threads."""
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randn(2, 256, 90, 92, generator=gen)  # 17 MB; 8280 pixels an image
+    w = torch.randn(64, 256, 1, 1, generator=gen) / 16
+    b = torch.randn(64, generator=gen)
+    res = torch.randn(2, 64, 90, 92, generator=gen)
+    ref = torch.relu(F.conv2d(x.double(), w.double(), b.double()) + res.double())
+    old = torch.get_num_threads()
+    outs = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            outs.append(fastconv.conv2d_fused(x, w, b, residual=res, relu=True))
+    finally:
+        torch.set_num_threads(old)
+    assert x.numel() * 4 >= 16 << 20
+    torch.testing.assert_close(outs[0].double(), ref, atol=1e-4, rtol=1e-4)
+    assert torch.equal(outs[0], outs[1])
+
+
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("weight_layout", ["oihw", "channels_last"])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])

@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "../../common/dispatch.h"
+#include "../../common/streaming.h"
 #include "conv_algo.h"
 #include "conv_checks.h"
 #include "conv_kernels.h"
@@ -207,14 +208,18 @@ int64_t gemm1x1_parts(const ConvParams& p, int64_t elem_bytes, int64_t tile, int
 // at least 28 x 28 (a 48-pixel tile wastes more of a small plane). 1 thread, old / new time
 // (alternated processes): 256 -> 128 at 56x56, batch 8 1.18x, batch 1 1.09x; 512 -> 128 at
 // 28x28 1.13x / 1.07x; 64 -> 256 at 56x56 1.09x (2 threads 1.04-1.10x). Left with 14 x 32:
-// 64 output channels (14 x 4 + 8: even, 0.98-1.01x; 192 -> 64 at 28x28 0.92x), 32 (0.97x),
-// 1024 -> 128 at 14x14 (0.96x). Every output's sum runs over the input channels in the same
-// order either way.
+// 32 output channels (0.97x), 1024 -> 128 at 14x14 (0.96x) and 64 output channels (4 x 14 +
+// 8; 192 -> 64 at 28x28 0.92x, 64 -> 64 at 56x56 0.96x, 256 -> 64 at 56x56 batch 1 1.02x)
+// unless the input is past the caches (16 MB or more), where each tile's first block packs
+// its pixels from DRAM in runs of 48 instead of 32 (256 -> 64 at 56x56, batch 8, 9 runs:
+// 1 thread 1.13x, 2 threads 1.01x). The sums run over the input channels in the same order
+// either way.
 template <class T>
 bool use_narrow_1x1(const ConvKernels<T>* kt, const ConvParams& p) {
   const int64_t ocg = p.ocg(), tail = ocg % kt->mr_nchw;
-  return kt->forward_1x1_nchw_narrow && ocg >= 64 && ocg % kt->mr_narrow == 0 && tail > 0 && tail <= 6 &&
-         p.H * p.W >= 784;
+  const bool far = streams_past_caches(p.N * p.C * p.H * p.W * int64_t(sizeof(T)));
+  return kt->forward_1x1_nchw_narrow && ocg >= 64 && ocg % kt->mr_narrow == 0 && p.H * p.W >= 784 &&
+         ((tail > 0 && tail <= 6) || (far && ocg == 64));
 }
 
 // Whether a (N, C, H, W) tensor with strides s holds pixel q = (n * H + h) * W + w at q * C
@@ -493,6 +498,9 @@ bool all_finite(const at::Tensor& x) {
       [](bool a, bool b) { return a && b; });
 }
 
+// The F(2x2, 3x3) output tiles of the whole batch.
+int64_t winograd_2x2_tiles(const ConvParams& p) { return p.N * winograd_tiles(p.OH, 2) * winograd_tiles(p.OW, 2); }
+
 // 0: no Winograd for this layer; else the tile size m of F(m x m, 3 x 3) (a 5x5 layer runs
 // as four 3x3 pieces, m = 2 only).
 int winograd_m(const ConvParams& p) {
@@ -506,7 +514,7 @@ int winograd_m(const ConvParams& p) {
       // the output channels, Winograd beat direct from 32 tiles on up (batch 1 at 14x14:
       // 1.3-1.4x on one thread, both SIMD paths); at 16 (batch 1 at 7x7, ResNet's layer4)
       // the two were within 10% either way, so direct keeps those.
-      return p.C >= 16 && p.OC >= 16 && p.N * winograd_tiles(p.OH, 2) * winograd_tiles(p.OW, 2) >= 32 ? 2 : 0;
+      return p.C >= 16 && p.OC >= 16 && winograd_2x2_tiles(p) >= 32 ? 2 : 0;
     default: return 0;
   }
 }
@@ -535,7 +543,7 @@ int winograd_forward_m(const ConvParams& p, int mr) {
   if (m == 0 || forced_conv_algo() != ConvAlgo::Auto) return m;
   if (mr % 2 == 0 && p.OW == mr / 2) return 0;
   if (p.KH == 5 && p.icg() < 64) return 0;
-  if (mr >= 14 && p.N * winograd_tiles(p.OH, 2) * winograd_tiles(p.OW, 2) < (p.KH == 5 ? 256 : 64)) return 0;
+  if (mr >= 14 && winograd_2x2_tiles(p) < (p.KH == 5 ? 256 : 64)) return 0;
   return m;
 }
 
@@ -1015,14 +1023,13 @@ bool use_wgrad_rows(const ConvParams& p, const ConvKernels<T>* kt) {
 // or winograd forced; 7-wide outputs too, whose forward runs direct: 512 channels at 7x7,
 // batch 8, 1 thread, 16.9 ms against the direct kernel's 21.6). Under auto, with at least
 // one tile per 128 KB of the sum buffer (16 x OC x C values), which every chunk of tiles
-// reads and writes: batch 1 at
-// 14x14 with 512 channels (49 tiles, 16 MB) ran 0.76x torch against the direct kernel's
-// 0.87x, batch 4 (196 tiles) 1.09x against 0.95x; 256 channels at batch 1 (49 tiles, 4 MB)
-// 1.0x against 0.85x. One thread, same process, NCHW.
+// reads and writes: batch 1 at 14x14 with 512 channels (49 tiles, 16 MB) ran 0.76x torch
+// against the direct kernel's 0.87x, batch 4 (196 tiles) 1.09x against 0.95x; 256 channels
+// at batch 1 (49 tiles, 4 MB) 1.0x against 0.85x. One thread, same process, NCHW.
 bool use_wgrad_winograd(const ConvParams& p, int64_t elem_bytes) {
   if (p.KH != 3 || winograd_m(p) != 2) return false;
   if (forced_conv_algo() != ConvAlgo::Auto) return true;
-  const int64_t tiles = p.N * winograd_tiles(p.OH, 2) * winograd_tiles(p.OW, 2);
+  const int64_t tiles = winograd_2x2_tiles(p);
   return tiles * (int64_t(128) << 10) >= 16 * p.OC * p.C * elem_bytes;
 }
 
